@@ -1,0 +1,55 @@
+# infleet: every target sets up what it needs (venv, dependencies, sandbox binaries).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: venv lint types contracts crds crds-check unit test test-unit e2e demo bench sandbox-bins clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: venv
+	$(BIN)/mypy
+
+contracts: venv
+	cd operator && ../$(BIN)/lint-imports --config ../.importlinter
+
+crds: venv
+	$(BIN)/infleet crds generate
+
+crds-check: venv
+	$(BIN)/infleet crds generate --check
+
+static: lint types contracts crds-check
+
+sandbox-bins:
+	bash hack/build.sh
+
+# Unit and contract tests only: no cluster needed.
+test-unit: static
+	$(BIN)/pytest tests/unit tests/contract $(PYTEST_ARGS)
+
+# Everything: static checks, unit, contract and e2e on the sandbox (built or reused).
+test: static sandbox-bins
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/infleet plan -f examples/
+
+bench: venv
+	$(BIN)/python bench/planner.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
