@@ -1,10 +1,18 @@
-"""The `infleet` command line: plan, crds, sandbox, run."""
+"""The `infleet` command line: plan, crds, sandbox."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
+import yaml
 
 from infleet import __version__
+
+EXIT_BAD_INPUT = 2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,9 +21,101 @@ def main() -> None:
     """infleet places LLM inference fleets on heterogeneous accelerators."""
 
 
+def _fail(messages: list[str]) -> None:
+    for message in messages:
+        click.echo(message, err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _read_nodes(path: Path) -> list[dict[str, Any]]:
+    """Nodes from `kubectl get nodes -o yaml` output (a List) or multi-document YAML."""
+    try:
+        documents = list(yaml.safe_load_all(path.read_text()))
+    except (OSError, yaml.YAMLError) as exc:
+        _fail([f"{path}: cannot read nodes: {exc}"])
+        raise  # unreachable: _fail exits
+    nodes: list[dict[str, Any]] = []
+    for doc in documents:
+        if doc is None:
+            continue
+        items = (
+            doc.get("items", []) if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
+        )
+        for item in items:
+            if not isinstance(item, dict) or item.get("kind") != "Node":
+                kind = item.get("kind") if isinstance(item, dict) else type(item).__name__
+                _fail([f"{path}: expected Node objects, found {kind!r}"])
+            nodes.append(item)
+    return nodes
+
+
+@main.command()
+@click.option(
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Manifest file or directory (repeatable); multi-document YAML is fine.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json", "yaml"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--nodes",
+    "nodes_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Nodes (e.g. `kubectl get nodes -o yaml`) to size pools from, instead of maxAccelerators.",
+)
+def plan(paths: tuple[Path, ...], output: str, nodes_file: Path | None) -> None:
+    """Plan the fleet offline: which models run how many replicas on which pools.
+
+    Pool capacity is each pool's maxAccelerators (unbounded when unset), or what the nodes in
+    --nodes offer. Exit status 2 means the manifests are malformed; every problem is listed.
+    """
+    from infleet.api.manifests import load_manifests
+    from infleet.core.fleet import PlanInputs, build_problem
+    from infleet.core.inventory import NodeInfo, pool_inventory
+    from infleet.core.planner import plan_fleet
+    from infleet.core.report import plan_document, plan_table
+
+    loaded = load_manifests(list(paths))
+    if loaded.errors:
+        _fail([str(e) for e in loaded.errors])
+    if not loaded.models:
+        _fail([f"{', '.join(map(str, paths))}: no ModelDeployment found: nothing to plan"])
+    capacity: dict[str, int] = {}
+    if nodes_file is not None:
+        try:
+            nodes = [NodeInfo.from_object(n) for n in _read_nodes(nodes_file)]
+        except ValueError as exc:
+            _fail([f"{nodes_file}: {exc}"])
+        for pool in loaded.pools:
+            capacity[pool.metadata.name] = pool_inventory(
+                pool=pool.metadata.name,
+                node_selector=pool.spec.node_selector,
+                resource_name=pool.spec.resource_name,
+                max_accelerators=pool.spec.max_accelerators,
+                nodes=nodes,
+            ).planning_capacity
+    fleet = build_problem(loaded.pools, loaded.models, PlanInputs(pool_capacity=capacity))
+    result = plan_fleet(fleet.problem)
+    if output == "json":
+        click.echo(json.dumps(plan_document(result), indent=2))
+    elif output == "yaml":
+        click.echo(yaml.safe_dump(plan_document(result), sort_keys=False), nl=False)
+    else:
+        click.echo(plan_table(result))
+
+
 def _register_subcommands() -> None:
-    # Sub-command groups live next to the code they drive; importing them here keeps
-    # `infleet --help` fast for the commands that do not need heavy dependencies.
+    # Sub-command groups live next to the code they drive.
     from infleet.sandbox.cli import sandbox
 
     main.add_command(sandbox)
@@ -23,5 +123,5 @@ def _register_subcommands() -> None:
 
 try:
     _register_subcommands()
-except ImportError:  # pragma: no cover - only while a sub-package is being built
+except ImportError:  # TEMPORARY while the sandbox package is being written; removed before release
     pass
