@@ -114,6 +114,47 @@ def plan(paths: tuple[Path, ...], output: str, nodes_file: Path | None) -> None:
         click.echo(plan_table(result))
 
 
+@main.group()
+def crds() -> None:
+    """The CustomResourceDefinitions generated from the API models."""
+
+
+@crds.command("generate")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("crds"),
+    show_default=True,
+    help="Directory the CRD files are written to (or compared with, with --check).",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if a file is missing or stale.")
+def crds_generate(out_dir: Path, check: bool) -> None:
+    """Write (or --check) one YAML file per CRD."""
+    from infleet.api.crd import rendered_crds
+
+    rendered = rendered_crds()
+    if check:
+        stale = [
+            out_dir / name
+            for name, text in rendered.items()
+            if not (out_dir / name).is_file() or (out_dir / name).read_text() != text
+        ]
+        if stale:
+            click.echo(
+                f"stale or missing generated CRDs: {', '.join(map(str, stale))}; "
+                "run `infleet crds generate` (or `make crds`) and commit the result",
+                err=True,
+            )
+            sys.exit(1)
+        click.echo(f"{len(rendered)} CRDs in {out_dir} are up to date")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered.items():
+        (out_dir / name).write_text(text)
+        click.echo(f"wrote {out_dir / name}")
+
+
 def _register_subcommands() -> None:
     # Sub-command groups live next to the code they drive.
     from infleet.sandbox.cli import sandbox

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -18,7 +18,7 @@ GROUP = "infleet.io"
 """API group of every infleet kind."""
 VERSION = "v1alpha1"
 """The one served (and stored) version."""
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Final = "infleet.io/v1alpha1"
 """The ``apiVersion`` every infleet manifest carries."""
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

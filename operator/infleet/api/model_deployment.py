@@ -34,6 +34,11 @@ MSG_UNIQUE_VARIANTS = (
 )
 
 
+# An object whose fields all have defaults defaults to {} in the CRD, so the API server fills in
+# the nested defaults and `kubectl get -o yaml` shows the effective values.
+_DEFAULT_EMPTY: dict[str, Any] = {"default": {}}
+
+
 class Engine(StrEnum):
     """Inference engine; picks the default metric queries."""
 
@@ -154,7 +159,7 @@ class Variant(SpecModel):
     """One way to run the model: an accelerator type, how many per replica, and its capacity."""
 
     model_config = ConfigDict(
-        json_schema_extra=_variant_schema,  # type: ignore[typeddict-item]
+        json_schema_extra=_variant_schema,
     )
 
     name: str = Field(
@@ -374,9 +379,15 @@ class ModelDeploymentSpec(SpecModel):
         },
     )
     replicas: Replicas = Field(
-        default_factory=Replicas, description="Bounds on total replicas over all pools."
+        default_factory=Replicas,
+        json_schema_extra=_DEFAULT_EMPTY,
+        description="Bounds on total replicas over all pools.",
     )
-    traffic: Traffic = Field(default_factory=Traffic, description="Prior demand and token mix.")
+    traffic: Traffic = Field(
+        default_factory=Traffic,
+        json_schema_extra=_DEFAULT_EMPTY,
+        description="Prior demand and token mix.",
+    )
     target_utilization: float = Field(
         default=0.8,
         gt=0,
@@ -386,10 +397,20 @@ class ModelDeploymentSpec(SpecModel):
     priority: int = Field(
         default=0, description="Higher priority is served first when capacity is short."
     )
-    spot: SpotPolicy = Field(default_factory=SpotPolicy, description="Spot capacity policy.")
-    scaling: Scaling = Field(default_factory=Scaling, description="Rate limits on scaling.")
+    spot: SpotPolicy = Field(
+        default_factory=SpotPolicy,
+        json_schema_extra=_DEFAULT_EMPTY,
+        description="Spot capacity policy.",
+    )
+    scaling: Scaling = Field(
+        default_factory=Scaling,
+        json_schema_extra=_DEFAULT_EMPTY,
+        description="Rate limits on scaling.",
+    )
     scale_to_zero: ScaleToZero = Field(
-        default_factory=ScaleToZero, description="Scale-to-zero policy."
+        default_factory=ScaleToZero,
+        json_schema_extra=_DEFAULT_EMPTY,
+        description="Scale-to-zero policy.",
     )
     mode: Mode = Field(
         default=Mode.APPLY,
@@ -397,7 +418,9 @@ class ModelDeploymentSpec(SpecModel):
         "Advise: only write the plan to status.",
     )
     metrics: MetricsOverrides = Field(
-        default_factory=MetricsOverrides, description="PromQL overrides per signal."
+        default_factory=MetricsOverrides,
+        json_schema_extra=_DEFAULT_EMPTY,
+        description="PromQL overrides per signal.",
     )
 
     @field_validator("variants")
