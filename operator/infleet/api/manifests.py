@@ -149,11 +149,17 @@ def _parse(text: str, file: str, errors: list[ManifestError]) -> list[_Document]
             documents.append(_Document(index, node.start_mark.line + 1, body))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        problem = " ".join(filter(None, [exc.context, exc.problem]))
+        message = exc.problem or exc.context or "cannot parse"
+        if exc.context:
+            message += f" ({exc.context}"
+            if exc.context_mark is not None and exc.context_mark is not mark:
+                cm = exc.context_mark
+                message += f" started at line {cm.line + 1}, column {cm.column + 1}"
+            message += ")"
         errors.append(
             ManifestError(
                 file=file,
-                message=f"invalid YAML: {problem or exc}",
+                message=f"invalid YAML: {message}",
                 line=mark.line + 1 if mark else None,
                 column=mark.column + 1 if mark else None,
             )
@@ -281,7 +287,11 @@ def _files(paths: Sequence[str | Path], errors: list[ManifestError]) -> list[Pat
             errors.append(
                 ManifestError(file=display_path(path), message="no such file or directory")
             )
-    return files
+    # A file named twice (directly and through its directory) is read once.
+    unique: dict[Path, Path] = {}
+    for f in files:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 
 def _object_name(obj: AcceleratorPool | ModelDeployment) -> str:
