@@ -1,0 +1,310 @@
+"""Fast planning by decomposition: per-model columns, Lagrangian prices on pools, greedy repair.
+
+Without pool capacity every model is an independent small covering problem. Its replicas are
+grouped into *items*: one per variant, or, for a model with ``spot_max_fraction < 1``, one per
+(variant, spot or not). Replicas of one item are interchangeable except for the price of the pool
+they land on, so for given pool prices an item's replicas all go to its cheapest pool. A
+*column* is a count per item; we enumerate every *minimal* column (no replica can be removed
+without breaking cover, minimum replicas or the spot share), which contains an optimum for any
+non-negative prices (dropping a replica never costs more). Items are capped at
+``max(ceil(target / capacity), min_replicas)`` replicas: a column with more is dominated by the
+column of that one item alone.
+
+Pool capacity couples the models. Relaxing it with prices ``lambda_p >= 0`` per accelerator gives
+the Lagrangian bound ``L(lambda) = sum_m min_col cost_lambda(col) - sum_p lambda_p capacity_p``,
+a proven lower bound on the optimum for every lambda, maximised by projected subgradient steps
+(Polyak step towards the best plan found). A plan that respects capacity comes from a greedy
+pass guided by the prices (models in order of priority and size take their cheapest column
+given what is left, filling cheaper pools first), then a local search that re-plans one model
+at a time at real prices. The proven gap is (plan - bound) / plan.
+
+If a model has too many minimal columns to enumerate (huge targets with many variants), its
+columns are enumerated over its best few items only and its share of the bound uses a
+relaxation (cost per capacity of the cheapest item), so the bound stays valid.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from infleet.core.plan_index import (
+    RPS_TOLERANCE,
+    TIE_BREAK_PER_ACCELERATOR_HOUR,
+    FleetIndex,
+    FloatArray,
+    IntArray,
+)
+
+COLUMN_LIMIT = 20_000
+"""Most candidate count vectors examined per model before falling back to a relaxed bound."""
+
+_INF = np.inf
+
+
+@dataclass
+class ModelColumns:
+    """Items and minimal columns of one model."""
+
+    items: list[IntArray]
+    """Eligible triples of each item."""
+    accelerators: IntArray
+    capacity: FloatArray
+    spot: list[bool]
+    columns: IntArray
+    """(columns, items) replica counts."""
+    exact: bool
+    """Whether ``columns`` holds every minimal column (else the bound uses a relaxation)."""
+
+
+@dataclass
+class DecompositionResult:
+    """Best plan found (replicas per triple, or None if the greedy could not place everyone)."""
+
+    replicas: IntArray | None
+    objective: float
+    lower_bound: float
+    iterations: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gap(self) -> float:
+        """Proven relative gap of ``replicas``."""
+        if self.replicas is None:
+            return 1.0
+        if self.objective <= 1e-12:
+            return 0.0
+        return max(0.0, self.objective - self.lower_bound) / self.objective
+
+
+def objective(index: FleetIndex, replicas: IntArray) -> float:
+    """Cost with the tie-break, plus the churn penalty on eligible triples."""
+    cost = float(
+        (replicas * index.t_accelerators) @ (index.t_price + TIE_BREAK_PER_ACCELERATOR_HOUR)
+    )
+    churn = index.problem.churn_cost_per_replica
+    if churn > 0:
+        cost += churn * float(np.abs(replicas - index.t_current).sum())
+    return cost
+
+
+def _ceil(x: FloatArray) -> FloatArray:
+    result: FloatArray = np.ceil(x - RPS_TOLERANCE * (1.0 + np.abs(x)))
+    return result
+
+
+def _feasible(
+    counts: IntArray,
+    capacity: FloatArray,
+    spot: FloatArray,
+    target: float,
+    low: int,
+    high: int,
+    fraction: float,
+) -> npt_bool:
+    cap = counts @ capacity
+    n = counts.sum(axis=1)
+    ok = (cap >= target - RPS_TOLERANCE * (1.0 + target)) & (n >= low) & (n <= high)
+    if fraction < 1:
+        ok &= (counts @ (capacity * spot)) - fraction * cap <= RPS_TOLERANCE
+    return ok
+
+
+npt_bool = np.ndarray
+
+
+def enumerate_columns(
+    capacity: FloatArray,
+    spot: list[bool],
+    target: float,
+    low: int,
+    high: int,
+    fraction: float,
+    preference: FloatArray,
+    limit: int = COLUMN_LIMIT,
+) -> tuple[IntArray, bool]:
+    """Every minimal count vector over the items (or those over the best items if too many).
+
+    ``preference`` ranks items (lower is better) for the restricted enumeration.
+    """
+    k = len(capacity)
+    if target <= 0 and low == 0:
+        return np.zeros((1, k), dtype=np.int64), True
+    spot_w = np.asarray(spot, dtype=np.float64)
+    bound = np.array(
+        [min(high, max(int(_ceil(np.array(target / c))), low)) for c in capacity], dtype=np.int64
+    )
+    pivots = [i for i in range(k) if not spot[i]] if fraction < 1 else list(range(k))
+    pivot = max(pivots, key=lambda i: (bound[i], -i))
+    others = [i for i in range(k) if i != pivot]
+    exact = True
+    order = sorted(others, key=lambda i: preference[i])
+    while order and math.prod(int(bound[i]) + 1 for i in order) > limit:
+        order.pop()
+        exact = False
+    grid = np.zeros((1, k), dtype=np.int64)
+    if order:
+        axes = np.indices([int(bound[i]) + 1 for i in order]).reshape(len(order), -1).T
+        grid = np.zeros((len(axes), k), dtype=np.int64)
+        grid[:, order] = axes
+    cap_r = grid @ capacity
+    n_r = grid.sum(axis=1)
+    c_p = float(capacity[pivot])
+    need = np.maximum(_ceil((target - cap_r) / c_p), low - n_r)
+    if fraction < 1:
+        spot_r = grid @ (capacity * spot_w)
+        need = np.maximum(need, _ceil((spot_r / fraction - cap_r) / c_p))
+    need = np.maximum(need, 0).astype(np.int64)
+    keep = (need <= bound[pivot]) & (n_r + need <= high)
+    grid = grid[keep]
+    grid[:, pivot] = need[keep]
+    grid = grid[_feasible(grid, capacity, spot_w, target, low, high, fraction)]
+    minimal = np.ones(len(grid), dtype=bool)
+    for i in range(k):
+        has = grid[:, i] > 0
+        less = grid[has].copy()
+        less[:, i] -= 1
+        minimal[
+            np.flatnonzero(has)[_feasible(less, capacity, spot_w, target, low, high, fraction)]
+        ] = False
+    return grid[minimal], exact
+
+
+def model_columns(index: FleetIndex, m: int) -> ModelColumns | None:
+    """Items and minimal columns of model ``m`` (None if it has no eligible triple)."""
+    trip = np.asarray(index.triples_of(m), dtype=np.int64)
+    if len(trip) == 0:
+        return None
+    fraction = float(index.spot_fraction[m])
+    split = fraction < 1 and bool(index.t_spot[trip].any())
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for j in trip.tolist():
+        key = (int(index.t_variant[j]), bool(index.t_spot[j]) if split else False)
+        groups.setdefault(key, []).append(j)
+    keys = sorted(groups)
+    items = [np.asarray(groups[key], dtype=np.int64) for key in keys]
+    accelerators = np.array([index.t_accelerators[t[0]] for t in items], dtype=np.int64)
+    capacity = np.array([index.t_capacity[t[0]] for t in items], dtype=np.float64)
+    preference = np.array(
+        [
+            index.t_accelerators[t[0]] * index.t_price[t].min() / index.t_capacity[t[0]]
+            for t in items
+        ]
+    )
+    columns, exact = enumerate_columns(
+        capacity,
+        [key[1] for key in keys],
+        float(index.target[m]),
+        int(index.min_replicas[m]),
+        int(index.max_replicas[m]),
+        fraction if split else 1.0,
+        preference,
+    )
+    return ModelColumns(items, accelerators, capacity, [k[1] for k in keys], columns, exact)
+
+
+class Decomposition:
+    """Columns of every model flattened into arrays for vectorised pricing."""
+
+    def __init__(self, index: FleetIndex) -> None:
+        self.index = index
+        self.models: list[ModelColumns | None] = [
+            model_columns(index, m) for m in range(index.n_models)
+        ]
+        self.active = [m for m, mc in enumerate(self.models) if mc is not None]
+        item_triples: list[IntArray] = []
+        item_acc: list[int] = []
+        col_counts: list[IntArray] = []
+        col_items: list[IntArray] = []
+        starts = [0]
+        width = max((len(self.models[m].items) for m in self.active), default=1)  # type: ignore[union-attr]
+        self.inexact: list[int] = []
+        for pos, m in enumerate(self.active):
+            mc = self.models[m]
+            assert mc is not None
+            first = len(item_triples)
+            item_triples.extend(mc.items)
+            item_acc.extend(mc.accelerators.tolist())
+            g, k = mc.columns.shape
+            counts = np.zeros((g, width), dtype=np.int64)
+            counts[:, :k] = mc.columns
+            ids = np.full((g, width), -1, dtype=np.int64)
+            ids[:, :k] = np.arange(first, first + k)
+            col_counts.append(counts)
+            col_items.append(ids)
+            starts.append(starts[-1] + g)
+            if not mc.exact:
+                self.inexact.append(pos)
+        self.n_items = len(item_triples)
+        depth = max((len(t) for t in item_triples), default=1)
+        self.item_triples = np.full((self.n_items, depth), -1, dtype=np.int64)
+        for i, t in enumerate(item_triples):
+            self.item_triples[i, : len(t)] = t
+        self.item_mask = self.item_triples >= 0
+        self.item_acc = np.asarray(item_acc, dtype=np.int64)
+        self.item_cap = (
+            index.t_capacity[np.maximum(self.item_triples[:, 0], 0)]
+            if self.n_items
+            else np.zeros(0)
+        )
+        self.col_counts = (
+            np.concatenate(col_counts) if col_counts else np.zeros((0, width), np.int64)
+        )
+        # Padding points at a dummy item (index n_items) whose cost is always 0.
+        ids = np.concatenate(col_items) if col_items else np.zeros((0, width), np.int64)
+        self.col_items = np.where(ids < 0, self.n_items, ids)
+        self.col_start = np.asarray(starts, dtype=np.int64)
+        self.col_model = np.repeat(np.arange(len(self.active)), np.diff(self.col_start))
+
+    def price_items(self, lam: FloatArray) -> tuple[FloatArray, IntArray]:
+        """Per item: cost of one replica at its cheapest pool under ``lam``, and that triple."""
+        index = self.index
+        safe = np.maximum(self.item_triples, 0)
+        per_acc = index.t_price[safe] + TIE_BREAK_PER_ACCELERATOR_HOUR + lam[index.t_pool[safe]]
+        per_acc = np.where(self.item_mask, per_acc, _INF)
+        best = np.argmin(per_acc, axis=1)
+        rows = np.arange(self.n_items)
+        return per_acc[rows, best] * self.item_acc, self.item_triples[rows, best]
+
+    def best_columns(self, item_cost: FloatArray) -> tuple[FloatArray, IntArray]:
+        """Per active model: cheapest column's cost and its global column index."""
+        padded = np.append(item_cost, 0.0)
+        cost = (self.col_counts * padded[self.col_items]).sum(axis=1)
+        mins = np.minimum.reduceat(cost, self.col_start[:-1])
+        hit = np.flatnonzero(cost <= mins[self.col_model])
+        first = np.unique(self.col_model[hit], return_index=True)[1]
+        return mins, hit[first]
+
+    def lagrangian(self, lam: FloatArray) -> tuple[float, FloatArray, IntArray, IntArray]:
+        """Bound L(lam), pool usage of the relaxed optimum, chosen columns, chosen triples."""
+        index = self.index
+        item_cost, item_triple = self.price_items(lam)
+        mins, chosen = self.best_columns(item_cost)
+        for pos in self.inexact:
+            mins[pos] = self._relaxed_bound(pos, item_cost)
+        value = float(mins.sum() - lam @ index.pool_accelerators)
+        counts = self.col_counts[chosen]
+        ids = self.col_items[chosen]
+        valid = ids < self.n_items
+        triples = item_triple[np.where(valid, ids, 0)]
+        weights = np.where(valid, counts * self.item_acc[np.where(valid, ids, 0)], 0)
+        usage = np.bincount(
+            index.t_pool[triples.ravel()],
+            weights=weights.ravel().astype(np.float64),
+            minlength=len(index.pool_accelerators),
+        )
+        return value, usage, chosen, item_triple
+
+    def _relaxed_bound(self, pos: int, item_cost: FloatArray) -> float:
+        m = self.active[pos]
+        mc = self.models[m]
+        assert mc is not None
+        first = int(self.col_items[self.col_start[pos], 0])
+        cost = item_cost[first : first + len(mc.items)]
+        target = float(self.index.target[m])
+        low = int(self.index.min_replicas[m])
+        return max(target * float((cost / mc.capacity).min()), low * float(cost.min()))

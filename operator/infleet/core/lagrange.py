@@ -1,0 +1,98 @@
+"""The decomposition's main loop: subgradient on pool prices, greedy plans, best bound and plan."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from infleet.core.decompose import Decomposition, DecompositionResult, objective
+from infleet.core.greedy import greedy, improve
+from infleet.core.plan_index import FleetIndex, FloatArray, IntArray
+
+MAX_ITERATIONS = 300
+_GREEDY_AT = frozenset({0, 5, 15, 40, 80, 150, 299})
+"""Subgradient iterations after which a greedy pass runs at the current prices."""
+_STALL = 6
+"""Iterations without a better bound before the step scale is halved."""
+
+
+def _relaxed_replicas(dec: Decomposition, chosen: IntArray, item_triple: IntArray) -> IntArray:
+    """Replicas per triple of the relaxed optimum (every item at its cheapest pool)."""
+    index = dec.index
+    replicas = np.zeros(index.n_triples, dtype=np.int64)
+    ids = dec.col_items[chosen]
+    counts = dec.col_counts[chosen]
+    valid = ids < dec.n_items
+    np.add.at(replicas, item_triple[ids[valid]], counts[valid])
+    return replicas
+
+
+def _order(dec: Decomposition, lam: FloatArray) -> list[int]:
+    """Greedy order: higher priority first, then models whose cheapest column costs most."""
+    item_cost, _ = dec.price_items(lam)
+    mins, _ = dec.best_columns(item_cost)
+    priority = dec.index.priority[dec.active] if dec.active else np.zeros(0, dtype=np.int64)
+    return np.lexsort((-mins, -priority)).tolist()
+
+
+def solve_decomposition(
+    index: FleetIndex, *, gap_tolerance: float, deadline: float
+) -> DecompositionResult:
+    """Lagrangian bound plus greedy/local-search plans until the gap or the deadline is reached."""
+    start = time.perf_counter()
+    dec = Decomposition(index)
+    result = DecompositionResult(None, np.inf, -np.inf, 0, 0.0)
+    if not dec.active:
+        zero = np.zeros(index.n_triples, dtype=np.int64)
+        return DecompositionResult(
+            zero, objective(index, zero), 0.0, 0, time.perf_counter() - start
+        )
+    cap = index.pool_accelerators.astype(np.float64)
+    lam = np.zeros(len(cap))
+    best_lam = lam.copy()
+    scale, stall = 2.0, 0
+    for it in range(MAX_ITERATIONS):
+        value, usage, chosen, item_triple = dec.lagrangian(lam)
+        result.iterations = it + 1
+        if value > result.lower_bound + 1e-12 * (1 + abs(value)):
+            result.lower_bound, best_lam, stall = value, lam.copy(), 0
+        else:
+            stall += 1
+            if stall >= _STALL:
+                scale, stall = scale / 2, 0
+        if np.all(usage <= cap):
+            _offer(result, index, _relaxed_replicas(dec, chosen, item_triple))
+        if it in _GREEDY_AT or result.replicas is None and it % 10 == 0:
+            _greedy_round(dec, result, lam)
+        if result.gap <= gap_tolerance or time.perf_counter() >= deadline or scale < 1e-4:
+            break
+        slack = usage - cap
+        slack[(lam <= 0) & (slack < 0)] = 0.0
+        norm = float(slack @ slack)
+        if norm == 0:
+            break
+        goal = result.objective if np.isfinite(result.objective) else value + 0.05 * abs(value) + 1
+        lam = np.maximum(0.0, lam + scale * max(goal - value, 1e-9) / norm * slack)
+    if result.gap > gap_tolerance and time.perf_counter() < deadline:
+        _greedy_round(dec, result, best_lam)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _offer(result: DecompositionResult, index: FleetIndex, replicas: IntArray) -> None:
+    value = objective(index, replicas)
+    if value < result.objective:
+        result.replicas, result.objective = replicas, value
+
+
+def _greedy_round(dec: Decomposition, result: DecompositionResult, lam: FloatArray) -> None:
+    order = _order(dec, lam)
+    found = greedy(dec, lam, order)
+    if found is None:
+        return
+    replicas, placements = found
+    for _ in range(3):
+        if not improve(dec, replicas, placements, order):
+            break
+    _offer(result, dec.index, replicas)

@@ -1,0 +1,230 @@
+"""Fleet planner: how many replicas of each model variant run on which pool, at the lowest cost.
+
+One decision for the whole fleet (design brief, section 4). Integer replicas ``n[m, v, p]`` for
+every eligible triple: the variant's accelerator type is the pool's, the variant does not
+exclude the pool, and the variant's capacity at the SLO is positive.
+
+Constraints, per model ``m``:
+
+* served capacity ``sum n * capacity_rps >= required_rps = demand_rps / target_utilization``;
+* ``min_replicas <= sum n <= max_replicas`` (total over all variants and pools);
+* capacity on spot pools ``<= spot_max_fraction *`` the model's total served capacity;
+
+and per pool: accelerators used by all models ``<= accelerators``.
+
+Objective: minimise ``sum n * accelerators_per_replica * price(pool)`` where ``price`` is the
+pool's ``cost_per_accelerator_hour``, or 0 on reserved pools (prepaid: marginal cost 0 up to
+their size). Ties are broken towards fewer accelerators (1e-6 $/h per accelerator is added to
+every price) so reserved capacity is not handed out for nothing. With ``current`` and a positive
+``churn_cost_per_replica``, ``churn * sum |n - current|`` is added (the operator uses it so that
+small gains do not reshuffle running replicas). Reported ``cost_per_hour`` is the *marginal*
+cost (reserved pools count 0) and never includes the churn penalty.
+
+Shortage (not everything fits) is resolved lexicographically by priority: for each priority
+level from the highest down, first minimise the level's total unmet capacity, then the level's
+total missing minimum replicas; only then do lower levels get anything, and cost is minimised
+last. So ``min_replicas`` is honoured whenever capacity allows, and under shortage it ranks just
+below the demand of models of the same priority (and above everything of lower priority).
+
+Per-model outcome: ``capacity_rps`` is the capacity placed; ``unmet_rps = max(0, required_rps -
+capacity_rps)``, in capacity units (the capacity still missing, including the utilisation
+headroom), so adding ``unmet_rps`` of capacity removes the shortfall. A shortfall (unmet > 0 or
+fewer than min replicas) carries a reason:
+
+* ``Infeasible``: no variant can meet the SLO (capacity 0 on every variant);
+* ``NoMatchingPool``: no pool matches any variant with positive capacity (a model whose only
+  matching pools are spot and whose spot share is below 1 counts as having none);
+* ``MaxReplicas``: even ``max_replicas`` replicas of the best variants cannot reach the required
+  capacity, and the model got all that ``max_replicas`` allows (it is planned for that much);
+* ``CapacityShortage``: the pools it could use are full.
+
+Algorithm (``plan_fleet``): the Lagrangian decomposition in `infleet.core.lagrange` gives a plan
+and a proven lower bound. Small fleets (at most ``EXACT_TRIPLES`` eligible triples) whose gap is
+not zero are re-solved exactly by HiGHS; larger ones only when the gap exceeds
+``gap_tolerance``, within the time limit, keeping the better plan. If the decomposition cannot
+place every model (shortage), the lexicographic program goes to HiGHS. ``SolverInfo.name`` says
+which path produced the plan: ``decomposition``, ``decomposition+highs`` or ``highs``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from infleet.core.lagrange import solve_decomposition
+from infleet.core.milp import solve_milp
+from infleet.core.plan_index import FleetIndex, build_index, covers
+from infleet.core.plan_report import build_plan
+from infleet.core.plan_types import (
+    CapacityType,
+    FleetPlan,
+    ModelKey,
+    ModelOutcome,
+    ModelRequest,
+    Placement,
+    PlacementKey,
+    PlanProblem,
+    PoolSupply,
+    Reason,
+    SolverInfo,
+    VariantOption,
+)
+
+__all__ = [
+    "EXACT_TRIPLES",
+    "CapacityType",
+    "FleetPlan",
+    "ModelKey",
+    "ModelOutcome",
+    "ModelRequest",
+    "Placement",
+    "PlacementKey",
+    "PlanProblem",
+    "PoolSupply",
+    "Reason",
+    "SingleTypeComparison",
+    "SolverInfo",
+    "VariantOption",
+    "compare_single_type",
+    "plan_fleet",
+    "single_type_costs",
+    "solve_reference_milp",
+]
+
+EXACT_TRIPLES = 2_000
+"""Fleets with at most this many eligible (model, variant, pool) triples are solved to proven
+optimality (gap 0 up to HiGHS's 1e-9 tolerance) whenever the decomposition leaves a gap."""
+
+_EXACT_GAP = 1e-9
+
+
+def plan_fleet(
+    problem: PlanProblem, *, gap_tolerance: float = 0.01, time_limit_seconds: float = 5.0
+) -> FleetPlan:
+    """Plan the whole fleet (see the module docstring for the exact semantics).
+
+    ``gap_tolerance`` is the proven relative gap accepted on large fleets before HiGHS is asked
+    to close it; ``time_limit_seconds`` bounds the whole call (the best plan found is returned).
+    """
+    start = time.perf_counter()
+    deadline = start + time_limit_seconds
+    index = build_index(problem)
+    small = index.n_triples <= EXACT_TRIPLES
+    wanted = _EXACT_GAP if small else gap_tolerance
+    dec = solve_decomposition(index, gap_tolerance=wanted, deadline=deadline)
+    if dec.replicas is not None and dec.gap <= wanted:
+        return _finish(index, dec.replicas, "decomposition", start, dec.gap)
+    left = deadline - time.perf_counter()
+    exact = solve_milp(index, mip_rel_gap=wanted, time_limit_seconds=max(left, 0.05))
+    if dec.replicas is None:
+        return _finish(index, exact.replicas, "highs", start, exact.gap)
+    from infleet.core.decompose import objective
+
+    mine, theirs = dec.objective, objective(index, exact.replicas)
+    bound = max(dec.lower_bound, exact.lower_bound)
+    best, value = (exact.replicas, theirs) if theirs < mine else (dec.replicas, mine)
+    gap = 0.0 if value <= 1e-12 else max(0.0, value - bound) / value
+    if exact.stages > 1:
+        # HiGHS found the full-service problem infeasible although the decomposition placed
+        # everyone; trust the feasible plan in hand and its bound.
+        best, gap = dec.replicas, dec.gap
+    return _finish(index, best, "decomposition+highs", start, gap)
+
+
+def _finish(index: FleetIndex, replicas: object, name: str, start: float, gap: float) -> FleetPlan:
+    import numpy as np
+
+    counts = np.asarray(replicas, dtype=np.int64)
+    info = SolverInfo(name=name, seconds=time.perf_counter() - start, optimality_gap=gap)
+    return build_plan(index, counts, info)
+
+
+def solve_reference_milp(
+    problem: PlanProblem, *, mip_rel_gap: float = 1e-4, time_limit_seconds: float = 60.0
+) -> FleetPlan:
+    """Solve the same program directly with HiGHS (`scipy.optimize.milp`); for tests and bench."""
+    start = time.perf_counter()
+    index = build_index(problem)
+    result = solve_milp(index, mip_rel_gap=mip_rel_gap, time_limit_seconds=time_limit_seconds)
+    return _finish(index, result.replicas, "highs", start, result.gap)
+
+
+@dataclass(frozen=True)
+class SingleTypeComparison:
+    """Mixed fleet against the best fleet of a single accelerator type (Mélange's comparison)."""
+
+    mixed_cost: float
+    single_type: dict[str, float | None]
+    """Cost per accelerator type; None when that type cannot serve every model as well."""
+    best_type: str | None
+    best_single_cost: float | None
+
+    @property
+    def savings(self) -> float | None:
+        """Fraction of the best single-type cost the mixed fleet saves (None: no single type)."""
+        if self.best_single_cost is None or self.best_single_cost <= 0:
+            return None
+        return 1.0 - self.mixed_cost / self.best_single_cost
+
+
+def _unconstrained(problem: PlanProblem, accelerator_type: str | None) -> PlanProblem:
+    """Pools of one type (or all), with room for every model and reserved priced at list."""
+    room = sum(
+        m.max_replicas * max((v.accelerators_per_replica for v in m.variants), default=0)
+        for m in problem.models
+    )
+    pools = tuple(
+        replace(
+            p,
+            accelerators=max(room, 1),
+            capacity_type="on-demand" if p.capacity_type == "reserved" else p.capacity_type,
+        )
+        for p in problem.pools
+        if accelerator_type is None or p.accelerator_type == accelerator_type
+    )
+    models = tuple(
+        replace(
+            m,
+            variants=tuple(
+                v
+                for v in m.variants
+                if accelerator_type is None or v.accelerator_type == accelerator_type
+            ),
+        )
+        for m in problem.models
+    )
+    return PlanProblem(models=models, pools=pools)
+
+
+def compare_single_type(problem: PlanProblem) -> SingleTypeComparison:
+    """Cost of the mixed fleet and of each single accelerator type, with unlimited inventory.
+
+    For this comparison pool sizes are ignored (every pool can hold every model) and reserved
+    pools are priced at their ``cost_per_accelerator_hour`` (prepaid capacity is free only up to
+    its size, which the comparison ignores); churn is ignored. A type is skipped (None) when,
+    restricted to it, some model gets less capacity or fewer replicas than in the mixed plan.
+    """
+    mixed = plan_fleet(_unconstrained(problem, None))
+    costs: dict[str, float | None] = {}
+    for accelerator_type in sorted({p.accelerator_type for p in problem.pools}):
+        single = plan_fleet(_unconstrained(problem, accelerator_type))
+        serves = all(
+            covers(s.capacity_rps, min(x.capacity_rps, x.required_rps))
+            and s.replicas >= min(x.replicas, m.min_replicas)
+            for s, x, m in zip(single.models, mixed.models, problem.models, strict=True)
+        )
+        costs[accelerator_type] = single.cost_per_hour if serves else None
+    valid = {t: c for t, c in costs.items() if c is not None}
+    best = min(valid, key=lambda t: valid[t]) if valid else None
+    return SingleTypeComparison(
+        mixed_cost=mixed.cost_per_hour,
+        single_type=costs,
+        best_type=best,
+        best_single_cost=valid[best] if best is not None else None,
+    )
+
+
+def single_type_costs(problem: PlanProblem) -> dict[str, float | None]:
+    """Cost per accelerator type of serving the whole fleet on that type alone (see
+    `compare_single_type`); None for a type that cannot serve every model."""
+    return compare_single_type(problem).single_type
