@@ -153,6 +153,12 @@ def _variant_schema(schema: dict[str, Any]) -> None:
     # manifests; the generated schema must say so and carry no empty-string default.
     schema["required"] = [r for r in schema.get("required", []) if r != "name"]
     schema["properties"]["name"].pop("default", None)
+    schema["x-kubernetes-validations"] = [
+        {
+            "rule": "has(self.maxRequestsPerSecond) || has(self.profile)",
+            "message": MSG_VARIANT_CAPACITY,
+        }
+    ]
 
 
 class Variant(SpecModel):
