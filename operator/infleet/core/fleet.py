@@ -127,21 +127,21 @@ def build_problem(
     inputs = inputs or PlanInputs()
     supplies: list[PoolSupply] = []
     for pool in pools:
-        spec = pool.spec
+        pool_spec = pool.spec
         capacity = inputs.pool_capacity.get(pool.metadata.name)
         if capacity is None:
             capacity = (
-                spec.max_accelerators
-                if spec.max_accelerators is not None
+                pool_spec.max_accelerators
+                if pool_spec.max_accelerators is not None
                 else UNBOUNDED_ACCELERATORS
             )
         supplies.append(
             PoolSupply(
                 name=pool.metadata.name,
-                accelerator_type=spec.accelerator_type,
+                accelerator_type=pool_spec.accelerator_type,
                 accelerators=capacity,
-                cost_per_accelerator_hour=spec.cost_per_accelerator_hour,
-                capacity_type=spec.capacity_type.value,
+                cost_per_accelerator_hour=pool_spec.cost_per_accelerator_hour,
+                capacity_type=pool_spec.capacity_type.value,
             )
         )
 

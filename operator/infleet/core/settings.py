@@ -1,0 +1,81 @@
+"""Operator settings: nested dataclasses, every field with its unit and why its default.
+
+Pure data (no I/O): `infleet run` fills them from its flags, the fleet loop and the Kopf
+handlers read them. Tests build them directly with short intervals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FIELD_MANAGER = "infleet"
+"""Server-side apply field manager: infleet owns exactly the fields it writes under this name."""
+
+ANNOTATION_PREFIX = "infleet.io"
+"""Prefix of every annotation infleet (and Kopf on its behalf) writes; never Kopf's default."""
+
+
+@dataclass(frozen=True)
+class FleetLoopSettings:
+    """When the fleet is re-planned."""
+
+    interval_seconds: float = 15.0
+    """Seconds between fleet cycles without any change (the design brief's 15 s): often enough
+    to follow traffic, rare enough that an idle operator costs almost no CPU."""
+    debounce_seconds: float = 1.0
+    """Seconds to wait after the first change before planning, so that `kubectl apply -f dir/`
+    of many objects (or a node pool going away) becomes one cycle, not one per object."""
+    churn_cost_per_replica: float = 0.05
+    """$/h-equivalent penalty per replica added or removed relative to what runs now: larger
+    than float noise and tiny differences between equal-cost mixes, smaller than any real
+    saving from moving a replica (prices are dollars per accelerator-hour)."""
+    planner_time_limit_seconds: float = 5.0
+    """Upper bound on one planner call; the best plan found by then is used."""
+
+
+@dataclass(frozen=True)
+class PendingSettings:
+    """How unschedulable replicas feed back into planning."""
+
+    grace_period_seconds: float = 120.0
+    """Seconds a replica may stay Pending as Unschedulable before its pool's accelerators are
+    treated as unavailable: longer than a scheduler retry round and a node coming Ready, shorter
+    than the time a user waits before asking why a model does not serve."""
+    hold_seconds: float = 600.0
+    """Seconds a pool keeps the reduced capacity after its pending replicas are gone. Without
+    it, moving replicas away frees the pool, the next cycle moves them back and they pend
+    again. Cleared earlier when the pool's allocatable accelerators change (nodes came)."""
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Backoff for API conflicts and transient errors within one cycle."""
+
+    attempts: int = 4
+    """Tries per API call before the error is recorded and the cycle moves on."""
+    initial_backoff_seconds: float = 0.2
+    """First wait; doubles per attempt (0.2, 0.4, 0.8 s) so a conflict is retried quickly."""
+    max_backoff_seconds: float = 5.0
+    """Longest single wait, so one flaky call never stalls the loop for long."""
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Everything `infleet run` can be told."""
+
+    namespaces: tuple[str, ...] = ()
+    """Namespaces whose ModelDeployments are managed; empty means all namespaces."""
+    fleet: FleetLoopSettings = field(default_factory=FleetLoopSettings)
+    pending: PendingSettings = field(default_factory=PendingSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    metrics_port: int = 8080
+    """Port of the operator's own `/metrics` and `/healthz`; 0 disables the server."""
+    peering: bool = False
+    """Kopf peering: several instances, one active (high availability)."""
+    peering_name: str = "infleet"
+    """Name of the Kopf peering object used when ``peering`` is on."""
+
+    @property
+    def all_namespaces(self) -> bool:
+        """True when ModelDeployments of every namespace are managed."""
+        return not self.namespaces
