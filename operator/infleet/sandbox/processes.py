@@ -18,6 +18,10 @@ from pathlib import Path
 
 ZOMBIE_STATES = {"Z", "X"}
 
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+"""Processes this interpreter started, kept referenced so that they are not reported as leaked
+while they run detached, and reaped through their Popen once stopped."""
+
 
 def _stat_fields(pid: int) -> list[str] | None:
     try:
@@ -114,9 +118,11 @@ class ProcessTable:
                 env=dict(env) if env is not None else None,
                 start_new_session=True,
             )
+        _CHILDREN[process.pid] = process
         ticks = start_ticks(process.pid)
         if ticks is None:
             process.wait()
+            _CHILDREN.pop(process.pid, None)
             raise RuntimeError(
                 f"{name} exited at once with code {process.returncode}; see {log_path}"
             )
@@ -159,5 +165,10 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 def _reap(pid: int) -> None:
     # When this very process started the child (e.g. the pytest fixture), collect its exit
     # status so it does not linger as a zombie.
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
