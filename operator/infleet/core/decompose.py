@@ -300,11 +300,23 @@ class Decomposition:
         return value, usage, chosen, item_triple
 
     def _relaxed_bound(self, pos: int, item_cost: FloatArray) -> float:
+        """Linear-relaxation bound of one model's covering problem (for inexact models).
+
+        Capacity costs at least the best non-spot cost per rps, or a blend with the best spot
+        one in the proportion the spot share allows, whichever is cheaper.
+        """
         m = self.active[pos]
         mc = self.models[m]
         assert mc is not None
         first = int(self.col_items[self.col_start[pos], 0])
         cost = item_cost[first : first + len(mc.items)]
+        ratio = cost / mc.capacity
+        spot = np.asarray(mc.spot, dtype=bool)
+        fraction = float(self.index.spot_fraction[m])
+        plain = float(ratio[~spot].min()) if (~spot).any() else np.inf
+        best = plain
+        if spot.any():
+            best = min(plain, fraction * float(ratio[spot].min()) + (1 - fraction) * plain)
         target = float(self.index.target[m])
         low = int(self.index.min_replicas[m])
-        return max(target * float((cost / mc.capacity).min()), low * float(cost.min()))
+        return max(target * best, low * float(cost.min()))

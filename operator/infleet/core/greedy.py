@@ -33,7 +33,7 @@ def _item_table(
     """Cost of 0..largest replicas of one item, filling its cheapest pools first (inf = no room)."""
     pools = index.t_pool[triples]
     unit = price[pools] * accelerators
-    room = np.minimum(rem[pools] // accelerators, largest)
+    room = np.clip(rem[pools] // accelerators, 0, largest)
     order = np.argsort(unit, kind="stable")
     steps = np.repeat(unit[order], room[order])[:largest]
     table = np.full(largest + 1, np.inf)
@@ -63,7 +63,7 @@ def _fill(
             key = np.where(index.t_current[triples] > 0, -1.0, key)
         need = count
         for j in triples[np.argsort(key, kind="stable")].tolist():
-            room = int(left[index.t_pool[j]]) // a
+            room = max(0, int(left[index.t_pool[j]]) // a)
             if keep_current and index.t_current[j] > 0:
                 room = min(room, int(index.t_current[j]))
             take = min(room, need)
@@ -76,7 +76,7 @@ def _fill(
         if need and keep_current:
             # Running replicas did not cover the item: top up cheapest first.
             for j in triples[np.argsort(price[index.t_pool[triples]], kind="stable")].tolist():
-                take = min(int(left[index.t_pool[j]]) // a, need)
+                take = min(max(0, int(left[index.t_pool[j]]) // a), need)
                 if take:
                     placed[j] = placed.get(j, 0) + take
                     left[index.t_pool[j]] -= take * a
@@ -184,7 +184,7 @@ def greedy(
 def improve(
     dec: Decomposition, replicas: IntArray, placements: list[dict[int, int]], order: list[int]
 ) -> bool:
-    """Re-plan each model at real prices given the others; True if anything got cheaper."""
+    """Re-plan each model in ``order`` at real prices given the others; True if any got cheaper."""
     index = dec.index
     price = index.pool_price + TIE_BREAK_PER_ACCELERATOR_HOUR
     used = np.bincount(

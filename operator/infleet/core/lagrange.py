@@ -8,10 +8,15 @@ import numpy as np
 
 from infleet.core.decompose import Decomposition, DecompositionResult, objective
 from infleet.core.greedy import greedy, improve
-from infleet.core.plan_index import FleetIndex, FloatArray, IntArray
+from infleet.core.plan_index import (
+    TIE_BREAK_PER_ACCELERATOR_HOUR,
+    FleetIndex,
+    FloatArray,
+    IntArray,
+)
 
 MAX_ITERATIONS = 300
-_GREEDY_AT = frozenset({0, 5, 15, 40, 80, 150, 299})
+_GREEDY_AT = frozenset({0, 20, 60, 150})
 """Subgradient iterations after which a greedy pass runs at the current prices."""
 _STALL = 6
 """Iterations without a better bound before the step scale is halved."""
@@ -52,6 +57,7 @@ def solve_decomposition(
     lam = np.zeros(len(cap))
     best_lam = lam.copy()
     scale, stall = 2.0, 0
+    solo = dec.best_columns(dec.price_items(lam)[0])[0]
     for it in range(MAX_ITERATIONS):
         value, usage, chosen, item_triple = dec.lagrangian(lam)
         result.iterations = it + 1
@@ -64,7 +70,7 @@ def solve_decomposition(
         if np.all(usage <= cap):
             _offer(result, index, _relaxed_replicas(dec, chosen, item_triple))
         if it in _GREEDY_AT or result.replicas is None and it % 10 == 0:
-            _greedy_round(dec, result, lam)
+            _primal_round(dec, result, lam, solo)
         if result.gap <= gap_tolerance or time.perf_counter() >= deadline or scale < 1e-4:
             break
         slack = usage - cap
@@ -75,7 +81,7 @@ def solve_decomposition(
         goal = result.objective if np.isfinite(result.objective) else value + 0.05 * abs(value) + 1
         lam = np.maximum(0.0, lam + scale * max(goal - value, 1e-9) / norm * slack)
     if result.gap > gap_tolerance and time.perf_counter() < deadline:
-        _greedy_round(dec, result, best_lam)
+        _primal_round(dec, result, best_lam, solo)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -86,13 +92,35 @@ def _offer(result: DecompositionResult, index: FleetIndex, replicas: IntArray) -
         result.replicas, result.objective = replicas, value
 
 
-def _greedy_round(dec: Decomposition, result: DecompositionResult, lam: FloatArray) -> None:
+def _primal_round(
+    dec: Decomposition, result: DecompositionResult, lam: FloatArray, solo: FloatArray
+) -> None:
+    """A greedy plan at prices ``lam``, improved one model at a time at real prices."""
     order = _order(dec, lam)
     found = greedy(dec, lam, order)
     if found is None:
         return
     replicas, placements = found
     for _ in range(3):
-        if not improve(dec, replicas, placements, order):
+        candidates = _improvable(dec, placements, solo, order)
+        if not candidates or not improve(dec, replicas, placements, candidates):
             break
     _offer(result, dec.index, replicas)
+
+
+def _improvable(
+    dec: Decomposition, placements: list[dict[int, int]], solo: FloatArray, order: list[int]
+) -> list[int]:
+    """Models that could get cheaper: those above their own optimum with unlimited pools."""
+    index = dec.index
+    if index.problem.churn_cost_per_replica > 0:
+        return order
+    price = index.t_price + TIE_BREAK_PER_ACCELERATOR_HOUR
+    out = []
+    for pos in order:
+        cost = sum(
+            n * int(index.t_accelerators[j]) * float(price[j]) for j, n in placements[pos].items()
+        )
+        if cost > solo[pos] + 1e-9 * (1 + solo[pos]):
+            out.append(pos)
+    return out

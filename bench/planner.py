@@ -1,0 +1,257 @@
+"""Planner benchmark: `plan_fleet` against HiGHS on the same seeded fleets, and mixed vs single type.
+
+Run: ``python bench/planner.py [--models N --pools P --seeds K]`` (default: 100x10 and 1000x50).
+
+For each size and seed one random fleet is generated (shape below), then both solvers run on it
+in the same process: ``plan_fleet`` (default gap tolerance 1%) and ``solve_reference_milp``
+(HiGHS, relative gap 0.1%, 60 s limit). Printed per fleet: seconds of each, the time ratio, the
+cost ratio planner/HiGHS, the planner's proven gap, and pass/fail against the targets:
+
+* up to 100 models x 10 pools: planner within 50 ms and exactly optimal (cost equal to HiGHS's up
+  to HiGHS's own gap, and proven gap 0);
+* larger: within 1 s and cost within 1% of HiGHS's best.
+
+Then, for the same fleets, Mélange's comparison: the mixed fleet's cost against the cheapest fleet
+of a single accelerator type (`infleet.core.planner.compare_single_type`: inventory unlimited,
+reserved priced at list, a type that cannot serve every model is skipped).
+
+Fleet shape: accelerator types and prices from docs (REFERENCE.md snapshots: H100 ~$4.92,
+A100 $3.67, L4 $0.75, MI300X ~$2, TPU v5e $1.20, A10G $1.01 per accelerator-hour, each pool
+jittered +-20%); 8B/70B/405B-class models with per-replica sizes and capacities scaled from the
+vLLM throughput table; 1-4 variants per model; ~25% spot pools at 40-60% of the price, ~15%
+reserved; spot and reserved pools (and some on-demand ones) sized below what the unconstrained
+optimum would use, so capacity binds; one large on-demand pool per type keeps the fleet feasible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
+
+from infleet.core.planner import (  # noqa: E402
+    ModelRequest,
+    PlanProblem,
+    PoolSupply,
+    VariantOption,
+    compare_single_type,
+    plan_fleet,
+    solve_reference_milp,
+)
+
+# type: (price per accelerator-hour, throughput relative to one H100)
+ACCELERATORS: dict[str, tuple[float, float]] = {
+    "nvidia-h100-80gb": (4.92, 1.0),
+    "nvidia-a100-80gb": (3.67, 0.5),
+    "nvidia-l4": (0.75, 0.12),
+    "amd-mi300x": (2.0, 1.1),
+    "google-tpu-v5e": (1.20, 0.3),
+    "nvidia-a10g": (1.01, 0.1),
+}
+
+# model class: (share of models, accelerators per replica by type, rps of one H100-equivalent)
+MODEL_CLASSES: dict[str, tuple[float, dict[str, int], float]] = {
+    "8b": (
+        0.5,
+        {
+            "nvidia-h100-80gb": 1,
+            "nvidia-a100-80gb": 1,
+            "nvidia-l4": 1,
+            "amd-mi300x": 1,
+            "google-tpu-v5e": 1,
+            "nvidia-a10g": 1,
+        },
+        8.0,
+    ),
+    "70b": (
+        0.35,
+        {
+            "nvidia-h100-80gb": 2,
+            "nvidia-a100-80gb": 4,
+            "nvidia-l4": 8,
+            "amd-mi300x": 1,
+            "google-tpu-v5e": 8,
+        },
+        2.5,
+    ),
+    "405b": (0.15, {"nvidia-h100-80gb": 8, "nvidia-a100-80gb": 8, "amd-mi300x": 4}, 1.2),
+}
+
+SMALL = (100, 10)
+"""Fleets up to this size must be exactly optimal within `SMALL_SECONDS`."""
+SMALL_SECONDS = 0.050
+LARGE_SECONDS = 1.0
+LARGE_COST_RATIO = 1.01
+HIGHS_GAP = 1e-3
+
+
+def random_fleet(models: int, pools: int, seed: int) -> PlanProblem:
+    """A seeded fleet of the shape described in the module docstring."""
+    rng = random.Random(seed)
+    types = list(ACCELERATORS)
+    pool_types = [types[i % len(types)] for i in range(pools)]
+    rng.shuffle(pool_types)
+    present = sorted(set(pool_types))
+    request_list = [_random_model(rng, i, present) for i in range(models)]
+    supplies: list[PoolSupply] = []
+    seen: set[str] = set()
+    for i, kind in enumerate(pool_types):
+        base, _ = ACCELERATORS[kind]
+        # The first pool of each type is on-demand: it becomes the type's overflow pool.
+        roll = rng.random() if kind in seen else 1.0
+        seen.add(kind)
+        capacity_type = "spot" if roll < 0.25 else "reserved" if roll < 0.4 else "on-demand"
+        price = base * rng.uniform(0.8, 1.2) * (rng.uniform(0.4, 0.6) if roll < 0.25 else 1)
+        supplies.append(PoolSupply(f"pool-{i}-{kind}", kind, 0, round(price, 3), capacity_type))
+    problem = PlanProblem(models=tuple(request_list), pools=tuple(supplies))
+    return _size_pools(problem, rng)
+
+
+def _random_model(rng: random.Random, i: int, present: list[str]) -> ModelRequest:
+    names = list(MODEL_CLASSES)
+    kind = rng.choices(names, weights=[MODEL_CLASSES[n][0] for n in names])[0]
+    _, sizes, rps = MODEL_CLASSES[kind]
+    usable = [t for t in sizes if t in present] or present[:1]
+    chosen = rng.sample(usable, k=rng.randint(1, min(4, len(usable))))
+    variants = []
+    for t in chosen:
+        per_replica = sizes.get(t, 8)
+        capacity = rps * ACCELERATORS[t][1] * per_replica * rng.uniform(0.7, 1.3)
+        variants.append(VariantOption(t, t, per_replica, round(capacity, 3)))
+    spot = rng.uniform(0.3, 0.7) if rng.random() < 0.3 else 1.0
+    return ModelRequest(
+        key=("bench", f"model-{i}-{kind}"),
+        demand_rps=round(rng.lognormvariate(1.0, 1.0), 3),
+        target_utilization=rng.choice([0.6, 0.7, 0.8, 0.9]),
+        min_replicas=rng.choice([0, 0, 1, 2]),
+        max_replicas=rng.choice([50, 100]),
+        priority=rng.choice([0, 0, 1, 2]),
+        spot_max_fraction=round(spot, 2),
+        variants=tuple(variants),
+    )
+
+
+def _size_pools(problem: PlanProblem, rng: random.Random) -> PlanProblem:
+    """Size pools below the unconstrained optimum's use (binding) plus one overflow per type."""
+    roomy = replace(problem, pools=tuple(replace(p, accelerators=100_000) for p in problem.pools))
+    used: dict[str, int] = {}
+    for placement in plan_fleet(roomy).placements:
+        used[placement.pool] = used.get(placement.pool, 0) + placement.accelerators
+    sized: list[PoolSupply] = []
+    overflow: dict[str, int] = {}
+    for p in problem.pools:
+        if p.capacity_type == "on-demand" and (
+            p.accelerator_type not in overflow
+            or p.cost_per_accelerator_hour
+            > problem.pools[overflow[p.accelerator_type]].cost_per_accelerator_hour
+        ):
+            overflow[p.accelerator_type] = problem.pools.index(p)
+    need = sum(used.values())
+    for i, p in enumerate(problem.pools):
+        u = used.get(p.name, 0)
+        if overflow.get(p.accelerator_type) == i:
+            size = need
+        elif u:
+            size = int(u * rng.uniform(0.3, 0.9))
+        else:
+            size = rng.choice([8, 16, 32, 64])
+        sized.append(replace(p, accelerators=size))
+    return replace(problem, pools=tuple(sized))
+
+
+@dataclass
+class Row:
+    """Measurements for one fleet."""
+
+    size: tuple[int, int]
+    seed: int
+    planner_s: float
+    highs_s: float
+    planner_cost: float
+    highs_cost: float
+    gap: float
+    solver: str
+    highs_gap: float
+    passed: bool
+
+
+def run_one(models: int, pools: int, seed: int) -> tuple[Row, PlanProblem]:
+    """Generate one fleet, run both solvers, judge against the targets."""
+    problem = random_fleet(models, pools, seed)
+    t0 = time.perf_counter()
+    mine = plan_fleet(problem)
+    planner_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref = solve_reference_milp(problem, mip_rel_gap=HIGHS_GAP, time_limit_seconds=60)
+    highs_s = time.perf_counter() - t0
+    ratio = mine.cost_per_hour / ref.cost_per_hour if ref.cost_per_hour > 0 else 1.0
+    if models <= SMALL[0] and pools <= SMALL[1]:
+        exact = mine.solver.optimality_gap <= 1e-9 and ratio <= 1 + ref.solver.optimality_gap
+        passed = planner_s <= SMALL_SECONDS and exact
+    else:
+        passed = planner_s <= LARGE_SECONDS and ratio <= LARGE_COST_RATIO
+    row = Row(
+        (models, pools),
+        seed,
+        planner_s,
+        highs_s,
+        mine.cost_per_hour,
+        ref.cost_per_hour,
+        mine.solver.optimality_gap,
+        mine.solver.name,
+        ref.solver.optimality_gap,
+        passed,
+    )
+    return row, problem
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the comparison table; exit status 1 if any fleet misses its target."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, help="models per fleet (with --pools)")
+    parser.add_argument("--pools", type=int, help="pools per fleet (with --models)")
+    parser.add_argument("--seeds", type=int, default=3, help="fleets per size (default 3)")
+    parser.add_argument("--skip-single-type", action="store_true", help="skip Mélange comparison")
+    args = parser.parse_args(argv)
+    if (args.models is None) != (args.pools is None):
+        parser.error("--models and --pools go together")
+    sizes = [(args.models, args.pools)] if args.models else [SMALL, (1000, 50)]
+    header = (
+        f"{'models x pools':>14} {'seed':>4} {'planner s':>10} {'HiGHS s':>9} {'time ratio':>10} "
+        f"{'cost ratio':>10} {'proven gap':>10} {'HiGHS gap':>9} {'solver':>20}  target"
+    )
+    print(header)
+    ok = True
+    fleets: list[tuple[tuple[int, int], int, PlanProblem]] = []
+    for models, pools in sizes:
+        for seed in range(args.seeds):
+            row, problem = run_one(models, pools, seed)
+            fleets.append(((models, pools), seed, problem))
+            ok &= row.passed
+            ratio = row.planner_cost / row.highs_cost if row.highs_cost > 0 else 1.0
+            print(
+                f"{models:>7} x {pools:<4} {seed:>4} {row.planner_s:>10.4f} {row.highs_s:>9.3f} "
+                f"{row.planner_s / row.highs_s:>10.4f} {ratio:>10.5f} {row.gap:>10.2e} "
+                f"{row.highs_gap:>9.1e} {row.solver:>20}  {'pass' if row.passed else 'FAIL'}",
+                flush=True,
+            )
+    if not args.skip_single_type:
+        print("\nMixed fleet vs best single accelerator type (inventory unlimited):")
+        print(
+            f"{'models x pools':>14} {'seed':>4} {'mixed $/h':>11} {'best single':>24} {'saves':>6}"
+        )
+        for (models, pools), seed, problem in fleets:
+            c = compare_single_type(problem)
+            best = f"{c.best_single_cost:.2f} ({c.best_type})" if c.best_type else "none"
+            saves = f"{c.savings:.1%}" if c.savings is not None else "-"
+            print(f"{models:>7} x {pools:<4} {seed:>4} {c.mixed_cost:>11.2f} {best:>24} {saves:>6}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
