@@ -94,16 +94,16 @@ def plan(paths: tuple[Path, ...], output: str, nodes_file: Path | None) -> None:
     if nodes_file is not None:
         try:
             nodes = [NodeInfo.from_object(n) for n in _read_nodes(nodes_file)]
+            for pool in loaded.pools:
+                capacity[pool.metadata.name] = pool_inventory(
+                    pool=pool.metadata.name,
+                    node_selector=pool.spec.node_selector,
+                    resource_name=pool.spec.resource_name,
+                    max_accelerators=pool.spec.max_accelerators,
+                    nodes=nodes,
+                ).planning_capacity
         except ValueError as exc:
             _fail([f"{nodes_file}: {exc}"])
-        for pool in loaded.pools:
-            capacity[pool.metadata.name] = pool_inventory(
-                pool=pool.metadata.name,
-                node_selector=pool.spec.node_selector,
-                resource_name=pool.spec.resource_name,
-                max_accelerators=pool.spec.max_accelerators,
-                nodes=nodes,
-            ).planning_capacity
     fleet = build_problem(loaded.pools, loaded.models, PlanInputs(pool_capacity=capacity))
     result = plan_fleet(fleet.problem)
     if output == "json":
@@ -162,7 +162,4 @@ def _register_subcommands() -> None:
     main.add_command(sandbox)
 
 
-try:
-    _register_subcommands()
-except ImportError:  # TEMPORARY while the sandbox package is being written; removed before release
-    pass
+_register_subcommands()
