@@ -1,4 +1,4 @@
-"""The `infleet` command line: plan, crds, sandbox."""
+"""The `infleet` command line: plan, run, crds, sandbox."""
 
 from __future__ import annotations
 
@@ -112,6 +112,84 @@ def plan(paths: tuple[Path, ...], output: str, nodes_file: Path | None) -> None:
         click.echo(yaml.safe_dump(plan_document(result), sort_keys=False), nl=False)
     else:
         click.echo(plan_table(result))
+
+
+@main.command()
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Kubeconfig of the cluster (default: $KUBECONFIG, ~/.kube/config, or in-cluster).",
+)
+@click.option(
+    "-n", "--namespace", "namespaces", multiple=True, help="Manage this namespace (repeatable)."
+)
+@click.option("-A", "--all-namespaces", is_flag=True, help="Manage every namespace (the default).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=15.0,
+    show_default=True,
+    help="Seconds between fleet cycles when nothing changes.",
+)
+@click.option(
+    "--debounce",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds to gather changes before planning.",
+)
+@click.option(
+    "--pending-grace",
+    type=click.FloatRange(min=0.0),
+    default=120.0,
+    show_default=True,
+    help="Seconds a replica may stay unschedulable before its pool counts as full.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=8080,
+    show_default=True,
+    help="Port of /metrics and /healthz (0: off).",
+)
+@click.option(
+    "--log-format", type=click.Choice(["plain", "json"]), default="plain", show_default=True
+)
+@click.option("--peering", is_flag=True, help="Kopf peering: one active instance among several.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def run(
+    kubeconfig: Path | None,
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    interval: float,
+    debounce: float,
+    pending_grace: float,
+    metrics_port: int,
+    log_format: str,
+    peering: bool,
+    verbose: bool,
+) -> None:
+    """Run the operator: watch pools, models and nodes; plan the fleet; apply it."""
+    import os
+    from dataclasses import replace
+
+    from infleet.core.settings import FleetLoopSettings, OperatorSettings, PendingSettings
+
+    if namespaces and all_namespaces:
+        _fail(["--namespace and --all-namespaces exclude each other"])
+    if kubeconfig is not None:
+        # Kopf's own login reads $KUBECONFIG; the fleet client is given the path directly.
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+    settings = OperatorSettings(
+        namespaces=tuple(namespaces),
+        fleet=FleetLoopSettings(interval_seconds=interval, debounce_seconds=debounce),
+        pending=replace(PendingSettings(), grace_period_seconds=pending_grace),
+        metrics_port=metrics_port,
+        peering=peering,
+    )
+    from infleet.handlers import run_operator
+
+    run_operator(settings, kubeconfig=kubeconfig, log_format=log_format, verbose=verbose)
 
 
 @main.group()

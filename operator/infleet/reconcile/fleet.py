@@ -1,0 +1,416 @@
+"""One fleet cycle: snapshot -> inventory -> plan -> apply -> status, for the whole fleet.
+
+Level-based: every cycle reads the cluster, decides from scratch (with the running placement
+and a churn cost, so a restart or an unchanged cluster gives the same plan) and converges.
+Writes are skipped when the live object already says the same (spec hash, equal status), so an
+idle or restarted operator changes nothing.
+
+Decisions written down here:
+
+* **Advise models** are planned after the Apply models, on the capacity those leave free: a
+  model in Advise mode never takes capacity from models that are really running. Their
+  existing Deployments (if they were switched from Apply) are left untouched.
+* **Deletes** only ever hit Deployments labelled ``app.kubernetes.io/managed-by=infleet`` with
+  a ModelDeployment owner, in the namespaces the operator manages, and with a uid precondition.
+* **Errors** of one object (a write refused, a model that cannot be built) are logged, counted
+  in ``infleet_reconcile_errors`` and the cycle goes on with the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from infleet.api import AcceleratorPool, Mode
+from infleet.core.children import deployment_manifest, service_manifest
+from infleet.core.fleet import PlanInputs, build_problem
+from infleet.core.inventory import NodeInfo, PoolInventory
+from infleet.core.planner import FleetPlan, ModelKey, PlacementKey, plan_fleet
+from infleet.core.settings import OperatorSettings
+from infleet.core.status import (
+    invalid_model_status,
+    model_status,
+    pool_status,
+    replica_change_message,
+)
+from infleet.k8s import apply as k8s_apply
+from infleet.k8s.client import Kube, KubeError
+from infleet.k8s.snapshot import Snapshot, read_snapshot
+from infleet.reconcile.observe import (
+    HoldBook,
+    LiveChild,
+    ParsedModel,
+    current_placements,
+    inventories,
+    live_deployments,
+    parse_models,
+    parse_pools,
+    pool_usage,
+)
+from infleet.reconcile.telemetry import OperatorMetrics
+
+log = logging.getLogger("infleet.fleet")
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did (for logs, tests and the demo)."""
+
+    plan: FleetPlan | None = None
+    advice: FleetPlan | None = None
+    applied: int = 0
+    deleted: int = 0
+    statuses: int = 0
+    events: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    planner_seconds: float = 0.0
+
+
+def _status_differs(live: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    live = live or {}
+    return any(live.get(k) != v for k, v in new.items())
+
+
+def _used_accelerators(plan: FleetPlan) -> dict[str, int]:
+    used: dict[str, int] = defaultdict(int)
+    for p in plan.placements:
+        used[p.pool] += p.accelerators
+    return used
+
+
+class FleetReconciler:
+    """Runs fleet cycles against one cluster; keeps the little state that must survive between
+    cycles (capacity held after unschedulable replicas)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        metrics: OperatorMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.holds = HoldBook()
+
+    def _error(self, report: CycleReport, stage: str, message: str) -> None:
+        log.warning("%s: %s", stage, message)
+        report.errors.append(f"{stage}: {message}")
+        if self.metrics is not None:
+            self.metrics.reconcile_errors.labels(stage).inc()
+
+    def run_cycle(self) -> CycleReport:
+        """Read, plan, apply, report. Raises only when the cluster cannot be read at all."""
+        start = time.perf_counter()
+        report = CycleReport()
+        snap = read_snapshot(self.kube, self.settings.namespaces)
+        self._cycle(snap, report)
+        report.seconds = time.perf_counter() - start
+        if self.metrics is not None:
+            self.metrics.cycle_seconds.observe(report.seconds)
+            self.metrics.planner_seconds.observe(report.planner_seconds)
+            self.metrics.last_cycle_end.set(time.time())
+        return report
+
+    def _cycle(self, snap: Snapshot, report: CycleReport) -> None:
+        now_dt = datetime.fromtimestamp(self.clock(), UTC)
+        pools, _bad_pools = parse_pools(snap.pools)
+        models, rejected = parse_models(snap.models)
+        nodes = [NodeInfo.from_object(n) for n in snap.nodes]
+        usage = pool_usage(
+            pools,
+            nodes,
+            snap.pods,
+            now=now_dt,
+            grace_seconds=self.settings.pending.grace_period_seconds,
+        )
+        inventory = inventories(
+            pools,
+            nodes,
+            usage,
+            self.holds,
+            now=self.clock(),
+            hold_seconds=self.settings.pending.hold_seconds,
+        )
+        children = live_deployments(snap.deployments)
+        pool_names = {p.metadata.name for p in pools}
+        variants = {m.key: {v.resolved_name for v in m.model.spec.variants} for m in models}
+        current = {
+            key: n
+            for key, n in current_placements(children).items()
+            if key[2] in pool_names and key[1] in variants.get(key[0], set())
+        }
+
+        applying = [m for m in models if m.model.spec.mode == Mode.APPLY]
+        advising = [m for m in models if m.model.spec.mode == Mode.ADVISE]
+        capacity = {name: inv.planning_capacity for name, inv in inventory.items()}
+        loop = self.settings.fleet
+        t0 = time.perf_counter()
+        plan = self._plan(pools, applying, capacity, current)
+        advice = None
+        if advising:
+            used = _used_accelerators(plan)
+            left = {name: max(0, cap - used.get(name, 0)) for name, cap in capacity.items()}
+            advice = self._plan(pools, advising, left, {})
+        report.planner_seconds = time.perf_counter() - t0
+        report.plan, report.advice = plan, advice
+        log.debug("planned in %.3fs (%s)", report.planner_seconds, loop)
+
+        by_key = {m.key: m for m in models}
+        pool_by_name = {p.metadata.name: p for p in pools}
+        # Neither Advise models nor models that cannot be read lose what is running.
+        keep = {m.key for m in advising} | {
+            (str(r.raw["metadata"].get("namespace")), str(r.raw["metadata"].get("name")))
+            for r in rejected
+        }
+        self._actuate(plan, applying, pool_by_name, children, snap.services, keep, report)
+        self._write_model_statuses(plan, advice, by_key, pools, children, current, now_dt, report)
+        for rejected_model in rejected:
+            self._write_invalid(rejected_model.raw, rejected_model.message, now_dt, report)
+        self._write_pool_statuses(snap.pools, inventory, now_dt, report)
+        self._export(plan, children)
+
+    def _plan(
+        self,
+        pools: Sequence[AcceleratorPool],
+        models: Sequence[ParsedModel],
+        capacity: Mapping[str, int],
+        current: Mapping[PlacementKey, int],
+    ) -> FleetPlan:
+        fleet = build_problem(
+            pools,
+            [m.model for m in models],
+            PlanInputs(
+                pool_capacity=capacity,
+                current=current,
+                churn_cost_per_replica=self.settings.fleet.churn_cost_per_replica,
+            ),
+        )
+        return plan_fleet(
+            fleet.problem, time_limit_seconds=self.settings.fleet.planner_time_limit_seconds
+        )
+
+    def _actuate(
+        self,
+        plan: FleetPlan,
+        applying: Sequence[ParsedModel],
+        pools: Mapping[str, AcceleratorPool],
+        children: Sequence[LiveChild],
+        services: Sequence[Mapping[str, Any]],
+        keep: set[ModelKey],
+        report: CycleReport,
+    ) -> None:
+        live = {(c.namespace, c.name): c for c in children}
+        wanted: set[tuple[str, str]] = set()
+        models = {m.key: m for m in applying}
+        for placement in plan.placements:
+            parsed = models.get(placement.model)
+            if parsed is None or placement.replicas <= 0:
+                continue
+            try:
+                manifest = deployment_manifest(
+                    parsed.model,
+                    variant=placement.variant,
+                    pool=pools[placement.pool],
+                    replicas=placement.replicas,
+                    owner_uid=parsed.uid,
+                )
+            except (KeyError, ValueError) as exc:
+                self._error(report, "build", f"{placement.model}: {exc}")
+                continue
+            meta = manifest["metadata"]
+            wanted.add((meta["namespace"], meta["name"]))
+            existing = live.get((meta["namespace"], meta["name"]))
+            if existing is not None and existing.spec_hash == meta["annotations"].get(
+                "infleet.io/spec-hash"
+            ):
+                continue
+            self._apply(manifest, report)
+
+        live_services = {
+            ((s.get("metadata") or {}).get("namespace"), (s.get("metadata") or {}).get("name")): s
+            for s in services
+        }
+        for parsed in applying:
+            manifest = service_manifest(parsed.model, owner_uid=parsed.uid)
+            meta = manifest["metadata"]
+            existing_svc = live_services.get((meta["namespace"], meta["name"]))
+            live_hash = ((existing_svc or {}).get("metadata") or {}).get("annotations") or {}
+            if live_hash.get("infleet.io/spec-hash") != meta["annotations"]["infleet.io/spec-hash"]:
+                self._apply(manifest, report)
+
+        for child in children:
+            if (child.namespace, child.name) in wanted:
+                continue
+            if (child.namespace, child.model) in keep:
+                continue
+            if not k8s_apply.is_owned_by_infleet(child.raw):
+                continue
+            try:
+                if k8s_apply.delete_owned(self.kube, {"kind": "Deployment", **child.raw}):
+                    report.deleted += 1
+            except KubeError as exc:
+                self._error(report, "delete", str(exc))
+
+    def _apply(self, manifest: Mapping[str, Any], report: CycleReport) -> None:
+        try:
+            k8s_apply.server_side_apply(self.kube, manifest)
+            report.applied += 1
+        except KubeError as exc:
+            self._error(report, "apply", str(exc))
+
+    def _write_model_statuses(
+        self,
+        plan: FleetPlan,
+        advice: FleetPlan | None,
+        by_key: Mapping[ModelKey, ParsedModel],
+        pools: Sequence[AcceleratorPool],
+        children: Sequence[LiveChild],
+        current: Mapping[PlacementKey, int],
+        now: datetime,
+        report: CycleReport,
+    ) -> None:
+        types = {p.metadata.name: p.spec.accelerator_type for p in pools}
+        ready: dict[ModelKey, dict[tuple[str, str], int]] = defaultdict(dict)
+        for child in children:
+            key = (child.namespace, child.model)
+            ready[key][(child.variant, child.pool)] = child.ready_replicas
+        before: dict[ModelKey, dict[tuple[str, str], int]] = defaultdict(dict)
+        for (key, variant, pool), n in current.items():
+            before[key][(variant, pool)] = n
+        for source, advise in ((plan, False), (advice, True)):
+            if source is None:
+                continue
+            placements: dict[ModelKey, list[Any]] = defaultdict(list)
+            for p in source.placements:
+                placements[p.model].append(p)
+            for outcome in source.models:
+                parsed = by_key.get(outcome.key)
+                if parsed is None:
+                    continue
+                raw_status = parsed.raw.get("status") or {}
+                status = model_status(
+                    outcome=outcome,
+                    placements=placements[outcome.key],
+                    ready=ready.get(outcome.key, {}),
+                    accelerator_types=types,
+                    demand_source="prior",
+                    generation=parsed.model.metadata.generation,
+                    previous_conditions=raw_status.get("conditions") or [],
+                    now=now,
+                    advise=advise,
+                )
+                self._patch_status(parsed, raw_status, status, report)
+                if advise:
+                    continue
+                after = {(p.variant, p.pool): p.replicas for p in placements[outcome.key]}
+                message = replica_change_message(
+                    before.get(outcome.key, {}), after, outcome.explanation
+                )
+                if message is not None:
+                    self._event(
+                        parsed,
+                        "Placed" if outcome.reason is None else outcome.reason,
+                        message,
+                        report,
+                    )
+
+    def _patch_status(
+        self,
+        parsed: ParsedModel,
+        live: Mapping[str, Any],
+        status: Mapping[str, Any],
+        report: CycleReport,
+    ) -> None:
+        if not _status_differs(live, status):
+            return
+        namespace, name = parsed.key
+        try:
+            k8s_apply.patch_model_status(self.kube, namespace, name, status)
+            report.statuses += 1
+        except KubeError as exc:
+            if not exc.not_found:
+                self._error(report, "status", str(exc))
+
+    def _event(self, parsed: ParsedModel, reason: str, message: str, report: CycleReport) -> None:
+        namespace, name = parsed.key
+        try:
+            k8s_apply.post_event(
+                self.kube,
+                namespace=namespace,
+                name=name,
+                uid=parsed.uid,
+                reason=reason,
+                message=message,
+                type_="Normal" if reason == "Placed" else "Warning",
+            )
+            report.events += 1
+        except KubeError as exc:
+            self._error(report, "event", str(exc))
+
+    def _write_invalid(
+        self, raw: Mapping[str, Any], message: str, now: datetime, report: CycleReport
+    ) -> None:
+        meta = raw.get("metadata") or {}
+        live = raw.get("status") or {}
+        status = invalid_model_status(
+            message,
+            generation=meta.get("generation"),
+            previous_conditions=live.get("conditions") or [],
+            now=now,
+        )
+        if not _status_differs(live, status):
+            return
+        try:
+            k8s_apply.patch_model_status(
+                self.kube, str(meta.get("namespace")), str(meta.get("name")), status
+            )
+            report.statuses += 1
+        except KubeError as exc:
+            self._error(report, "status", str(exc))
+
+    def _write_pool_statuses(
+        self,
+        raw_pools: Sequence[Mapping[str, Any]],
+        inventory: Mapping[str, PoolInventory],
+        now: datetime,
+        report: CycleReport,
+    ) -> None:
+        for raw in raw_pools:
+            meta = raw.get("metadata") or {}
+            inv = inventory.get(str(meta.get("name")))
+            if inv is None:
+                continue
+            live = raw.get("status") or {}
+            status = pool_status(
+                inv,
+                generation=meta.get("generation"),
+                previous_conditions=live.get("conditions") or [],
+                now=now,
+            )
+            if not _status_differs(live, status):
+                continue
+            try:
+                k8s_apply.patch_pool_status(self.kube, str(meta["name"]), status)
+                report.statuses += 1
+            except KubeError as exc:
+                if not exc.not_found:
+                    self._error(report, "pool-status", str(exc))
+
+    def _export(self, plan: FleetPlan, children: Sequence[LiveChild]) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.fleet_cost.set(plan.cost_per_hour)
+        self.metrics.set_replicas(
+            [(p.model[0], p.model[1], p.pool, p.replicas) for p in plan.placements if p.replicas],
+            [(c.namespace, c.model, c.pool, c.ready_replicas) for c in children],
+        )
+        self.metrics.set_unmet([(m.key[0], m.key[1], m.unmet_rps) for m in plan.models])

@@ -1,0 +1,89 @@
+"""The one fleet loop: waits for a change (debounced) or the interval, then runs a cycle.
+
+Per-object handlers only call :meth:`FleetLoop.trigger`; planning happens here, once for the
+whole fleet, in a worker thread (the Kubernetes client is synchronous).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from infleet.core.settings import OperatorSettings
+from infleet.reconcile.fleet import FleetReconciler
+from infleet.reconcile.telemetry import OperatorMetrics
+
+log = logging.getLogger("infleet.loop")
+
+
+class FleetLoop:
+    """Debounced trigger + interval timer around :class:`FleetReconciler`."""
+
+    def __init__(
+        self,
+        reconciler: FleetReconciler,
+        settings: OperatorSettings,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
+        self.reconciler = reconciler
+        self.settings = settings
+        self.metrics = metrics
+        self.cycles = 0
+        self.last_progress = time.monotonic()
+        self._dirty: asyncio.Event | None = None
+
+    def trigger(self) -> None:
+        """Something relevant changed: plan again soon (many triggers, one cycle)."""
+        if self._dirty is not None:
+            self._dirty.set()
+
+    def healthy(self) -> bool:
+        """The loop finished a cycle (or started) recently enough."""
+        budget = 3 * self.settings.fleet.interval_seconds + 120
+        return time.monotonic() - self.last_progress < budget
+
+    async def run(self) -> None:
+        """Cycle until cancelled; the first cycle starts at once."""
+        self._dirty = asyncio.Event()
+        self._dirty.set()
+        fleet = self.settings.fleet
+        while True:
+            triggered = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), timeout=fleet.interval_seconds)
+                triggered = True
+            if triggered and self.cycles > 0:
+                await asyncio.sleep(fleet.debounce_seconds)
+            self._dirty.clear()
+            await self._cycle()
+
+    async def _cycle(self) -> None:
+        try:
+            report = await asyncio.to_thread(self.reconciler.run_cycle)
+        except Exception:
+            log.exception("fleet cycle failed; retrying at the next trigger or interval")
+            if self.metrics is not None:
+                self.metrics.reconcile_errors.labels("cycle").inc()
+            # A failed read must not wait a whole interval when the API comes back.
+            await asyncio.sleep(min(5.0, self.settings.fleet.interval_seconds))
+            if self._dirty is not None:
+                self._dirty.set()
+        else:
+            plan = report.plan
+            log.info(
+                "fleet cycle %.2fs (planner %.2fs): %d placements, $%.2f/h, "
+                "%d applied, %d deleted, %d statuses, %d events, %d errors",
+                report.seconds,
+                report.planner_seconds,
+                sum(1 for p in plan.placements if p.replicas) if plan else 0,
+                plan.cost_per_hour if plan else 0.0,
+                report.applied,
+                report.deleted,
+                report.statuses,
+                report.events,
+                len(report.errors),
+            )
+        self.cycles += 1
+        self.last_progress = time.monotonic()
