@@ -1,4 +1,4 @@
-"""Planner benchmark: `plan_fleet` against HiGHS on the same seeded fleets, and mixed vs single type.
+"""Planner benchmark: `plan_fleet` against HiGHS on the same seeded fleets; mixed vs single type.
 
 Run: ``python bench/planner.py [--models N --pools P --seeds K]`` (default: 100x10 and 1000x50).
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from infleet.core.planner import (  # noqa: E402
+from infleet.core.planner import (
     ModelRequest,
     PlanProblem,
     PoolSupply,

@@ -262,7 +262,9 @@ EXPLANATIONS = {
         "40.0 rps (50.0 at 80% utilisation)"
     ),
     "no matching pool": "no replicas: no pool matches any variant (nvidia-l4)",
-    "slo unattainable": "no replicas: no variant can meet the latency SLO (capacity 0 on every variant)",
+    "slo unattainable": (
+        "no replicas: no variant can meet the latency SLO (capacity 0 on every variant)"
+    ),
 }
 
 

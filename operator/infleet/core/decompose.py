@@ -26,7 +26,6 @@ relaxation (cost per capacity of the cheapest item), so the bound stays valid.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +33,7 @@ import numpy as np
 from infleet.core.plan_index import (
     RPS_TOLERANCE,
     TIE_BREAK_PER_ACCELERATOR_HOUR,
+    BoolArray,
     FleetIndex,
     FloatArray,
     IntArray,
@@ -105,16 +105,14 @@ def _feasible(
     low: int,
     high: int,
     fraction: float,
-) -> npt_bool:
+) -> BoolArray:
     cap = counts @ capacity
     n = counts.sum(axis=1)
     ok = (cap >= target - RPS_TOLERANCE * (1.0 + target)) & (n >= low) & (n <= high)
     if fraction < 1:
         ok &= (counts @ (capacity * spot)) - fraction * cap <= RPS_TOLERANCE
-    return ok
-
-
-npt_bool = np.ndarray
+    result: BoolArray = ok
+    return result
 
 
 def enumerate_columns(
@@ -292,11 +290,11 @@ class Decomposition:
         valid = ids < self.n_items
         triples = item_triple[np.where(valid, ids, 0)]
         weights = np.where(valid, counts * self.item_acc[np.where(valid, ids, 0)], 0)
-        usage = np.bincount(
+        usage: FloatArray = np.bincount(
             index.t_pool[triples.ravel()],
             weights=weights.ravel().astype(np.float64),
             minlength=len(index.pool_accelerators),
-        )
+        ).astype(np.float64)
         return value, usage, chosen, item_triple
 
     def _relaxed_bound(self, pos: int, item_cost: FloatArray) -> float:

@@ -50,7 +50,7 @@ def _fill(
     price: FloatArray,
     keep_current: bool,
 ) -> dict[int, int] | None:
-    """Replicas per triple for ``column``, cheapest pools first (running replicas first if asked)."""
+    """Replicas per triple for ``column``: cheapest pools first (or running replicas first)."""
     left = rem.copy()
     placed: dict[int, int] = {}
     for i, count in enumerate(column.tolist()):
@@ -161,7 +161,7 @@ def _apply(index: FleetIndex, placed: dict[int, int], rem: IntArray, sign: int) 
 def greedy(
     dec: Decomposition, lam: FloatArray, order: list[int]
 ) -> tuple[IntArray, list[dict[int, int]]] | None:
-    """Place the active models in ``order`` at prices ``price + lam`` (None: someone did not fit)."""
+    """Place the active models in ``order`` at prices ``price + lam`` (None: one did not fit)."""
     index = dec.index
     price = index.pool_price + TIE_BREAK_PER_ACCELERATOR_HOUR + lam
     rem = index.pool_accelerators.copy()

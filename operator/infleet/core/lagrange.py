@@ -38,7 +38,7 @@ def _order(dec: Decomposition, lam: FloatArray) -> list[int]:
     item_cost, _ = dec.price_items(lam)
     mins, _ = dec.best_columns(item_cost)
     priority = dec.index.priority[dec.active] if dec.active else np.zeros(0, dtype=np.int64)
-    return np.lexsort((-mins, -priority)).tolist()
+    return [int(i) for i in np.lexsort((-mins, -priority))]
 
 
 def solve_decomposition(
@@ -69,7 +69,7 @@ def solve_decomposition(
                 scale, stall = scale / 2, 0
         if np.all(usage <= cap):
             _offer(result, index, _relaxed_replicas(dec, chosen, item_triple))
-        if it in _GREEDY_AT or result.replicas is None and it % 10 == 0:
+        if it in _GREEDY_AT or (result.replicas is None and it % 10 == 0):
             _primal_round(dec, result, lam, solo)
         if result.gap <= gap_tolerance or time.perf_counter() >= deadline or scale < 1e-4:
             break

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, vstack
 
 from infleet.core.plan_index import (
     RPS_TOLERANCE,
@@ -31,6 +31,7 @@ _FIX_SLACK = 1e-7
 """Relative slack when a stage's optimum becomes a constraint for later stages."""
 
 _HIGHS_INFEASIBLE = 2
+_HIGHS_ERROR = 4
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,15 @@ class _Program:
 
         for k in range(m):
             trip = list(index.triples_of(k))
+            if not trip:
+                continue  # nothing can be placed: its shortfall is a constant
             target = float(index.target[k])
             if target > 0:
                 cover = [(j, float(index.t_capacity[j])) for j in trip]
                 row([*cover, (self.u0 + k, 1.0)], target - RPS_TOLERANCE * (1 + target), np.inf)
             if index.min_replicas[k] > 0:
                 row([(j, 1.0) for j in trip] + [(self.s0 + k, 1.0)], index.min_replicas[k], np.inf)
-            if trip:
-                row([(j, 1.0) for j in trip], -np.inf, float(index.max_replicas[k]))
+            row([(j, 1.0) for j in trip], -np.inf, float(index.max_replicas[k]))
             f = float(index.spot_fraction[k])
             if f < 1 and any(index.t_spot[j] for j in trip):
                 share = [(j, (float(index.t_spot[j]) - f) * index.t_capacity[j]) for j in trip]
@@ -129,19 +131,25 @@ class _Program:
         matrix, lo, hi = self.matrix, self.row_lo, self.row_hi
         if self.extra:
             extra = np.vstack([e for e, _ in self.extra])
-            from scipy.sparse import vstack
-
             matrix = vstack([matrix, coo_matrix(extra)]).tocsr()
             lo = np.concatenate([lo, np.full(len(self.extra), -np.inf)])
             hi = np.concatenate([hi, [b for _, b in self.extra]])
         constraints = [LinearConstraint(matrix, lo, hi)] if matrix.shape[0] else []
-        result = milp(
-            objective,
-            integrality=self.integrality,
-            bounds=Bounds(np.zeros(self.n_vars), ub),
-            constraints=constraints,
-            options={"time_limit": max(seconds, 0.01), "mip_rel_gap": gap, "presolve": True},
-        )
+        for presolve in (True, False):
+            result = milp(
+                objective,
+                integrality=self.integrality,
+                bounds=Bounds(np.zeros(self.n_vars), ub),
+                constraints=constraints,
+                options={
+                    "time_limit": max(seconds, 0.01),
+                    "mip_rel_gap": gap,
+                    "presolve": presolve,
+                },
+            )
+            if result.status != _HIGHS_ERROR:
+                break
+            # HiGHS occasionally reports a solve error after presolve; once more without it.
         x = None if result.x is None else np.asarray(result.x, dtype=np.float64)
         value = float(result.fun) if result.fun is not None else np.inf
         bound = float(getattr(result, "mip_dual_bound", value) or 0.0)
@@ -188,7 +196,11 @@ def solve_milp(index: FleetIndex, *, mip_rel_gap: float, time_limit_seconds: flo
             if x is None:
                 return finish(None, 1.0, 0.0, stages)
             worst_gap = max(worst_gap, gap)
-            program.extra.append((objective, value + _FIX_SLACK * (1 + abs(value))))
+            if value <= _FIX_SLACK:
+                # Nothing missing at this level: fix by bounds (a near-zero row upsets HiGHS).
+                program.ub[offset + members] = 0.0
+            else:
+                program.extra.append((objective, value + _FIX_SLACK * (1 + abs(value))))
     status, x, _, bound, gap = program.solve(cost, program.ub, mip_rel_gap, max(left(), 0.05))
     stages += 1
     if x is None:

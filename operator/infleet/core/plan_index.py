@@ -1,13 +1,13 @@
-"""The planning problem as flat arrays: eligible (model, variant, pool) triples and per-model targets.
+"""The planning problem as flat arrays: eligible (model, variant, pool) triples, model targets.
 
 Every solver (decomposition, HiGHS, brute force in tests) reads the same `FleetIndex`, so the
 eligibility rules and the structural limits of a model are decided once, here:
 
 * a (variant, pool) pair is eligible when the accelerator types match, the variant does not
   exclude the pool, and the variant's capacity at the SLO is positive;
-* spot pools are dropped for a model whose ``spot_max_fraction`` is 0, or that has no eligible
-  non-spot pool (the spot share of its capacity could never be below 100%): they can never hold
-  a replica, and leaving them out keeps the solvers' problems small;
+* spot pools are dropped for a model whose ``spot_max_fraction`` is 0, or below 1 while it has
+  no eligible non-spot pool (its spot share would be 100%): they can never hold a replica, and
+  leaving them out keeps the solvers' problems small;
 * a model's *target* is the capacity it is planned for: ``required_rps``, or less when even
   ``max_replicas`` replicas of its best variants cannot reach it (reason ``MaxReplicas``).
 """
@@ -267,8 +267,8 @@ def _eligible_pairs(
         pairs.extend(
             (v, p) for p in allowed if pools[p].accelerator_type == variant.accelerator_type
         )
-    spot_usable = model.spot_max_fraction > 0 and any(
-        pools[p].capacity_type != "spot" for _, p in pairs
+    spot_usable = model.spot_max_fraction >= 1 or (
+        model.spot_max_fraction > 0 and any(pools[p].capacity_type != "spot" for _, p in pairs)
     )
     if not spot_usable:
         pairs = [(v, p) for v, p in pairs if pools[p].capacity_type != "spot"]

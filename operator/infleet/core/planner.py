@@ -51,9 +51,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+from infleet.core.decompose import objective
 from infleet.core.lagrange import solve_decomposition
 from infleet.core.milp import solve_milp
-from infleet.core.plan_index import FleetIndex, build_index, covers
+from infleet.core.plan_index import FleetIndex, IntArray, build_index, covers
 from infleet.core.plan_report import build_plan
 from infleet.core.plan_types import (
     CapacityType,
@@ -118,8 +119,6 @@ def plan_fleet(
     exact = solve_milp(index, mip_rel_gap=wanted, time_limit_seconds=max(left, 0.05))
     if dec.replicas is None:
         return _finish(index, exact.replicas, "highs", start, exact.gap)
-    from infleet.core.decompose import objective
-
     mine, theirs = dec.objective, objective(index, exact.replicas)
     bound = max(dec.lower_bound, exact.lower_bound)
     best, value = (exact.replicas, theirs) if theirs < mine else (dec.replicas, mine)
@@ -131,12 +130,13 @@ def plan_fleet(
     return _finish(index, best, "decomposition+highs", start, gap)
 
 
-def _finish(index: FleetIndex, replicas: object, name: str, start: float, gap: float) -> FleetPlan:
-    import numpy as np
-
-    counts = np.asarray(replicas, dtype=np.int64)
+def _finish(
+    index: FleetIndex, replicas: IntArray, name: str, start: float, gap: float
+) -> FleetPlan:
+    # Gaps below float noise are reported as proven optimal.
+    gap = 0.0 if gap < 1e-12 else gap
     info = SolverInfo(name=name, seconds=time.perf_counter() - start, optimality_gap=gap)
-    return build_plan(index, counts, info)
+    return build_plan(index, replicas, info)
 
 
 def solve_reference_milp(
