@@ -156,6 +156,7 @@ def plan(paths: tuple[Path, ...], output: str, nodes_file: Path | None) -> None:
     "--log-format", type=click.Choice(["plain", "json"]), default="plain", show_default=True
 )
 @click.option("--peering", is_flag=True, help="Kopf peering: one active instance among several.")
+@click.option("--show-fleet", is_flag=True, help="Print the fleet whenever the plan changes.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def run(
     kubeconfig: Path | None,
@@ -167,6 +168,7 @@ def run(
     metrics_port: int,
     log_format: str,
     peering: bool,
+    show_fleet: bool,
     verbose: bool,
 ) -> None:
     """Run the operator: watch pools, models and nodes; plan the fleet; apply it."""
@@ -186,6 +188,7 @@ def run(
         pending=replace(PendingSettings(), grace_period_seconds=pending_grace),
         metrics_port=metrics_port,
         peering=peering,
+        show_fleet=show_fleet,
     )
     from infleet.handlers import run_operator
 

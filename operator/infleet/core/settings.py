@@ -74,6 +74,8 @@ class OperatorSettings:
     """Kopf peering: several instances, one active (high availability)."""
     peering_name: str = "infleet"
     """Name of the Kopf peering object used when ``peering`` is on."""
+    show_fleet: bool = False
+    """Print the fleet (placements, cost) to stdout whenever the plan changes (`make demo`)."""
 
     @property
     def all_namespaces(self) -> bool:

@@ -70,6 +70,8 @@ class CycleReport:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     planner_seconds: float = 0.0
+    ready: int = 0
+    """Ready replicas of infleet's Deployments when the cycle read the cluster."""
 
 
 def _status_differs(live: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
@@ -131,6 +133,7 @@ class FleetReconciler:
             snap.pods,
             now=now_dt,
             grace_seconds=self.settings.pending.grace_period_seconds,
+            namespaces=self.settings.namespaces,
         )
         inventory = inventories(
             pools,
@@ -141,6 +144,7 @@ class FleetReconciler:
             hold_seconds=self.settings.pending.hold_seconds,
         )
         children = live_deployments(snap.deployments)
+        report.ready = sum(c.ready_replicas for c in children)
         pool_names = {p.metadata.name for p in pools}
         variants = {m.key: {v.resolved_name for v in m.model.spec.variants} for m in models}
         current = {

@@ -11,6 +11,8 @@ import contextlib
 import logging
 import time
 
+from infleet.core.planner import FleetPlan
+from infleet.core.report import plan_document, plan_table
 from infleet.core.settings import OperatorSettings
 from infleet.reconcile.fleet import FleetReconciler
 from infleet.reconcile.telemetry import OperatorMetrics
@@ -33,6 +35,7 @@ class FleetLoop:
         self.cycles = 0
         self.last_progress = time.monotonic()
         self._dirty: asyncio.Event | None = None
+        self._shown: object = None
 
     def trigger(self) -> None:
         """Something relevant changed: plan again soon (many triggers, one cycle)."""
@@ -72,6 +75,8 @@ class FleetLoop:
                 self._dirty.set()
         else:
             plan = report.plan
+            if self.settings.show_fleet and plan is not None:
+                self._show(plan, report.ready)
             log.info(
                 "fleet cycle %.2fs (planner %.2fs): %d placements, $%.2f/h, "
                 "%d applied, %d deleted, %d statuses, %d events, %d errors",
@@ -87,3 +92,11 @@ class FleetLoop:
             )
         self.cycles += 1
         self.last_progress = time.monotonic()
+
+    def _show(self, plan: FleetPlan, ready: int) -> None:
+        table = plan_table(plan)
+        shown = (plan_document(plan)["placements"], ready)
+        if shown != self._shown:
+            self._shown = shown
+            stamp = time.strftime("%H:%M:%S")
+            print(f"\n=== fleet at {stamp}: {ready} replicas ready ===\n{table}", flush=True)

@@ -210,8 +210,13 @@ def pool_usage(
     *,
     now: datetime,
     grace_seconds: float,
+    namespaces: Sequence[str] = (),
 ) -> dict[str, PoolUsage]:
-    """Who uses each pool's accelerators; pending infleet pods count after ``grace_seconds``."""
+    """Who uses each pool's accelerators; pending infleet pods count after ``grace_seconds``.
+
+    With ``namespaces`` (a namespaced operator), infleet pods elsewhere belong to another
+    operator instance and count as others'.
+    """
     node_pools: dict[str, list[AcceleratorPool]] = defaultdict(list)
     for node in nodes:
         for pool in pools:
@@ -222,7 +227,9 @@ def pool_usage(
     for pod in pods:
         meta = pod.get("metadata") or {}
         labels = meta.get("labels") or {}
-        ours = labels.get(MANAGED_BY_LABEL) == MANAGED_BY
+        ours = labels.get(MANAGED_BY_LABEL) == MANAGED_BY and (
+            not namespaces or meta.get("namespace") in namespaces
+        )
         node_name = (pod.get("spec") or {}).get("nodeName")
         if node_name:
             for pool in node_pools.get(str(node_name), []):
