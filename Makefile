@@ -45,8 +45,13 @@ test-unit: static
 test: static sandbox-bins
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
-demo: venv
-	$(BIN)/infleet plan -f examples/
+# Sandbox up, examples applied, the operator printing the fleet as it converges; Ctrl-C stops
+# the operator (`infleet sandbox down` stops the sandbox).
+demo: venv sandbox-bins
+	@$(BIN)/infleet plan -f examples/
+	@eval "$$($(BIN)/infleet sandbox up | tail -n 1)" && \
+	  kubectl apply --server-side -f crds/ && kubectl apply -f examples/ && \
+	  exec $(BIN)/infleet run --interval 5 --show-fleet --metrics-port 0
 
 bench: venv
 	$(BIN)/python bench/planner.py
