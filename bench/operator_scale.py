@@ -1,0 +1,161 @@
+"""Operator at scale on the sandbox: 10 pools, 2,000 kwok nodes, N ModelDeployments.
+
+For N = 100 (baseline) and N = 1,000 it reports, in one run:
+* seconds from applying the models to every model `Ready` (target <= 60 s at 1,000);
+* the operator's peak RSS (VmHWM; target <= 300 MiB);
+* the operator's CPU over 30 s once converged (target < 5 % of a core);
+and the 1,000 / 100 ratios.
+
+Usage: python bench/operator_scale.py [--models 1000] [--baseline 100] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+POOLS = 10
+NODES_PER_POOL = 200
+PER_NODE = 8
+TYPES = ["nvidia-h100-80gb", "nvidia-a100-80gb", "nvidia-l4", "amd-mi300x", "cerebras-cs3"]
+
+
+def pools() -> list[dict[str, Any]]:
+    out = []
+    for i in range(POOLS):
+        out.append(
+            {
+                "apiVersion": "infleet.io/v1alpha1",
+                "kind": "AcceleratorPool",
+                "metadata": {"name": f"bench-{i}"},
+                "spec": {
+                    "acceleratorType": TYPES[i % len(TYPES)],
+                    "acceleratorsPerNode": PER_NODE,
+                    "nodeSelector": {"infleet.io/bench-pool": str(i)},
+                    "costPerAcceleratorHour": 1.0 + 0.25 * i,
+                    "maxAccelerators": NODES_PER_POOL * PER_NODE,
+                },
+            }
+        )
+    return out
+
+
+def models(count: int, namespace: str) -> list[dict[str, Any]]:
+    out = []
+    for i in range(count):
+        a, b = TYPES[i % len(TYPES)], TYPES[(i + 2) % len(TYPES)]
+        out.append(
+            {
+                "apiVersion": "infleet.io/v1alpha1",
+                "kind": "ModelDeployment",
+                "metadata": {"name": f"m{i}", "namespace": namespace},
+                "spec": {
+                    "model": f"org/m{i}",
+                    "slo": {"timeToFirstTokenMs": 800},
+                    "traffic": {"requestsPerSecond": 2 + i % 7},
+                    "variants": [
+                        {"acceleratorType": a, "maxRequestsPerSecond": 4},
+                        {"acceleratorType": b, "maxRequestsPerSecond": 3},
+                    ],
+                    "template": {"spec": {"containers": [{"name": "server", "image": "x:1"}]}},
+                },
+            }
+        )
+    return out
+
+
+def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    return subprocess.run(
+        ["kubectl", *args], env=env, input=stdin, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def all_ready(env: dict[str, str], namespace: str, count: int) -> bool:
+    out = kubectl(
+        env, "get", "mdep", "-n", namespace, "-o",
+        'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
+    )  # fmt: skip
+    return out.split().count("True") == count
+
+
+def run(count: int, env: dict[str, str], work: Path) -> dict[str, float]:
+    namespace = f"bench-{count}"
+    kubectl(env, "create", "namespace", namespace)
+    log = (work / f"operator-{count}.log").open("w")
+    op = subprocess.Popen(
+        [sys.executable, "-m", "infleet.cli", "run", "-n", namespace, "--metrics-port", "0"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        time.sleep(3)
+        start = time.monotonic()
+        kubectl(env, "apply", "-f", "-", stdin=yaml.safe_dump_all(models(count, namespace)))
+        while not all_ready(env, namespace, count):
+            if time.monotonic() - start > 600:
+                raise SystemExit(f"{count} models not Ready after 600 s; see {log.name}")
+            time.sleep(1)
+        converge = time.monotonic() - start
+        time.sleep(5)
+        cpu0, t0 = proc_cpu_seconds(op.pid), time.monotonic()
+        time.sleep(30)
+        idle = (proc_cpu_seconds(op.pid) - cpu0) / (time.monotonic() - t0)
+        return {"models": count, "seconds": converge, "rss": peak_rss_mib(op.pid), "idle": idle}
+    finally:
+        op.send_signal(signal.SIGINT)
+        op.wait(timeout=30)
+        kubectl(env, "delete", "namespace", namespace, "--wait=false")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--baseline", type=int, default=100)
+    parser.add_argument("--dir", type=Path, default=None, help="sandbox state directory")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="infleet-bench-"))
+    pool_file = work / "pools.yaml"
+    pool_file.write_text(yaml.safe_dump_all(pools()))
+    up = [sys.executable, "-m", "infleet.cli", "sandbox", "up", "--pools", str(pool_file)]
+    if args.dir:
+        up[4:4] = ["--dir", str(args.dir)]
+    last = subprocess.run(up, check=True, capture_output=True, text=True).stdout.strip()
+    kubeconfig = last.splitlines()[-1].split("=", 1)[1]
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    kubectl(env, "apply", "-f", str(pool_file))
+    results = [run(args.baseline, env, work), run(args.models, env, work)]
+    print(f"{'models':>7} {'apply->Ready s':>15} {'peak RSS MiB':>13} {'idle CPU':>9}")
+    for r in results:
+        print(f"{r['models']:>7} {r['seconds']:>15.1f} {r['rss']:>13.0f} {r['idle']:>8.1%}")
+    base, big = results
+    print(
+        f"ratio {big['models'] / base['models']:.0f}x models: "
+        f"time {big['seconds'] / base['seconds']:.1f}x, RSS {big['rss'] / base['rss']:.2f}x; "
+        f"targets: <=60 s {'met' if big['seconds'] <= 60 else 'MISSED'}, "
+        f"<=300 MiB {'met' if big['rss'] <= 300 else 'MISSED'}, "
+        f"<5% idle {'met' if big['idle'] < 0.05 else 'MISSED'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
