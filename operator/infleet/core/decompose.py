@@ -39,7 +39,7 @@ from infleet.core.plan_index import (
     IntArray,
 )
 
-COLUMN_LIMIT = 20_000
+COLUMN_LIMIT = 4_000
 """Most candidate count vectors examined per model before falling back to a relaxed bound."""
 
 _INF = np.inf
@@ -132,6 +132,11 @@ def enumerate_columns(
     k = len(capacity)
     if target <= 0 and low == 0:
         return np.zeros((1, k), dtype=np.int64), True
+    if k == 1:
+        # One item: its only minimal column is just enough replicas (if within max).
+        need = max(int(_ceil(np.array(target / capacity[0]))), low)
+        shape = (1, 1) if need <= high else (0, 1)
+        return np.full(shape, need, dtype=np.int64), True
     spot_w = np.asarray(spot, dtype=np.float64)
     bound = np.array(
         [min(high, max(int(_ceil(np.array(target / c))), low)) for c in capacity], dtype=np.int64

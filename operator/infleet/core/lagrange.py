@@ -16,9 +16,9 @@ from infleet.core.plan_index import (
 )
 
 MAX_ITERATIONS = 300
-_GREEDY_AT = frozenset({0, 20, 60, 150})
+_GREEDY_AT = frozenset({30, 100, 200})
 """Subgradient iterations after which a greedy pass runs at the current prices."""
-_STALL = 6
+_STALL = 15
 """Iterations without a better bound before the step scale is halved."""
 
 
@@ -46,6 +46,8 @@ def solve_decomposition(
 ) -> DecompositionResult:
     """Lagrangian bound plus greedy/local-search plans until the gap or the deadline is reached."""
     start = time.perf_counter()
+    # Stop iterating early enough to leave time for the last greedy pass at the best prices.
+    stop = start + 0.75 * (deadline - start)
     dec = Decomposition(index)
     result = DecompositionResult(None, np.inf, -np.inf, 0, 0.0)
     if not dec.active:
@@ -69,9 +71,9 @@ def solve_decomposition(
                 scale, stall = scale / 2, 0
         if np.all(usage <= cap):
             _offer(result, index, _relaxed_replicas(dec, chosen, item_triple))
-        if it in _GREEDY_AT or (result.replicas is None and it % 10 == 0):
+        if it in _GREEDY_AT:
             _primal_round(dec, result, lam, solo)
-        if result.gap <= gap_tolerance or time.perf_counter() >= deadline or scale < 1e-4:
+        if result.gap <= gap_tolerance or time.perf_counter() >= stop or scale < 1e-4:
             break
         slack = usage - cap
         slack[(lam <= 0) & (slack < 0)] = 0.0

@@ -97,6 +97,8 @@ EXACT_TRIPLES = 2_000
 optimality (gap 0 up to HiGHS's 1e-9 tolerance) whenever the decomposition leaves a gap."""
 
 _EXACT_GAP = 1e-9
+_MIN_HIGHS_SHARE = 0.25
+"""Share of the time limit that must be left for the HiGHS fallback to be worth starting."""
 
 
 def plan_fleet(
@@ -116,6 +118,9 @@ def plan_fleet(
     if dec.replicas is not None and dec.gap <= wanted:
         return _finish(index, dec.replicas, "decomposition", start, dec.gap)
     left = deadline - time.perf_counter()
+    if dec.replicas is not None and not small and left < _MIN_HIGHS_SHARE * time_limit_seconds:
+        # Too little time left for HiGHS to improve a large fleet: keep the plan and its gap.
+        return _finish(index, dec.replicas, "decomposition", start, dec.gap)
     exact = solve_milp(index, mip_rel_gap=wanted, time_limit_seconds=max(left, 0.05))
     if dec.replicas is None:
         return _finish(index, exact.replicas, "highs", start, exact.gap)
