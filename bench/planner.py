@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 from infleet.core.planner import (
+    CapacityType,
     ModelRequest,
     PlanProblem,
     PoolSupply,
