@@ -16,7 +16,7 @@ from infleet.core.plan_index import (
 )
 
 MAX_ITERATIONS = 300
-_GREEDY_AT = frozenset({30, 100, 200})
+_GREEDY_AT = frozenset({100, 200})
 """Subgradient iterations after which a greedy pass runs at the current prices."""
 _STALL = 15
 """Iterations without a better bound before the step scale is halved."""
