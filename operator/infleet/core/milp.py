@@ -27,8 +27,9 @@ from infleet.core.plan_index import (
     IntArray,
 )
 
-_FIX_SLACK = 1e-7
-"""Relative slack when a stage's optimum becomes a constraint for later stages."""
+_FIX_SLACK = 1e-5
+"""Slack (relative, and absolute near 0) when a stage's optimum constrains later stages: larger
+than HiGHS's feasibility tolerance (1e-6), so the fixed optimum stays feasible."""
 
 _HIGHS_INFEASIBLE = 2
 _HIGHS_ERROR = 4
@@ -184,6 +185,8 @@ def solve_milp(index: FleetIndex, *, mip_rel_gap: float, time_limit_seconds: flo
         return finish(None, 1.0, 0.0, 1)
 
     worst_gap, stages = 0.0, 1
+    last: FloatArray | None = None
+    """Latest stage's solution: feasible for every later stage's constraints but not optimal."""
     for level in sorted(set(index.priority.tolist()), reverse=True):
         members = np.flatnonzero(index.priority == level)
         for offset, total in ((program.u0, index.target), (program.s0, index.min_replicas)):
@@ -194,7 +197,8 @@ def solve_milp(index: FleetIndex, *, mip_rel_gap: float, time_limit_seconds: flo
             status, x, value, _, gap = program.solve(objective, program.ub, mip_rel_gap, left())
             stages += 1
             if x is None:
-                return finish(None, 1.0, 0.0, stages)
+                return finish(last, 1.0, 0.0, stages)
+            last = x
             worst_gap = max(worst_gap, gap)
             if value <= _FIX_SLACK:
                 # Nothing missing at this level: fix by bounds (a near-zero row upsets HiGHS).
@@ -204,5 +208,5 @@ def solve_milp(index: FleetIndex, *, mip_rel_gap: float, time_limit_seconds: flo
     status, x, _, bound, gap = program.solve(cost, program.ub, mip_rel_gap, max(left(), 0.05))
     stages += 1
     if x is None:
-        return finish(None, 1.0, 0.0, stages)
+        return finish(last, 1.0, 0.0, stages)
     return finish(x, max(worst_gap, gap), bound, stages)
