@@ -222,7 +222,8 @@ def run_one(
     highs_s = time.perf_counter() - t0
     ratio = mine.cost_per_hour / ref.cost_per_hour if ref.cost_per_hour > 0 else 1.0
     if small:
-        exact = mine.solver.optimality_gap <= 1e-9 and ratio <= 1 + ref.solver.optimality_gap
+        # Costs equal up to float noise (1e-9) or to what HiGHS itself left open.
+        exact = mine.solver.optimality_gap <= 1e-9 and ratio <= 1 + ref.solver.optimality_gap + 1e-9
         passed = planner_s <= SMALL_SECONDS and exact
     else:
         passed = planner_s <= LARGE_SECONDS and ratio <= LARGE_COST_RATIO

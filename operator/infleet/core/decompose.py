@@ -42,6 +42,10 @@ from infleet.core.plan_index import (
 COLUMN_LIMIT = 4_000
 """Most candidate count vectors examined per model before falling back to a relaxed bound."""
 
+EXACT_COLUMN_LIMIT = 100_000
+"""The same limit on small fleets, which must be solved exactly (the master program is exact
+only when every model's columns are all there)."""
+
 _INF = np.inf
 
 
@@ -177,8 +181,11 @@ def enumerate_columns(
     return grid[minimal], exact
 
 
-def model_columns(index: FleetIndex, m: int) -> ModelColumns | None:
-    """Items and minimal columns of model ``m`` (None if it has no eligible triple)."""
+def model_columns(index: FleetIndex, m: int, limit: int = COLUMN_LIMIT) -> ModelColumns | None:
+    """Items and minimal columns of model ``m`` (None if it has no eligible triple).
+
+    ``limit`` caps the candidate count vectors examined (see `enumerate_columns`).
+    """
     trip = np.asarray(index.triples_of(m), dtype=np.int64)
     if len(trip) == 0:
         return None
@@ -206,6 +213,7 @@ def model_columns(index: FleetIndex, m: int) -> ModelColumns | None:
         int(index.max_replicas[m]),
         fraction if split else 1.0,
         preference,
+        limit,
     )
     return ModelColumns(items, accelerators, capacity, [k[1] for k in keys], columns, exact)
 
@@ -213,10 +221,10 @@ def model_columns(index: FleetIndex, m: int) -> ModelColumns | None:
 class Decomposition:
     """Columns of every model flattened into arrays for vectorised pricing."""
 
-    def __init__(self, index: FleetIndex) -> None:
+    def __init__(self, index: FleetIndex, column_limit: int = COLUMN_LIMIT) -> None:
         self.index = index
         self.models: list[ModelColumns | None] = [
-            model_columns(index, m) for m in range(index.n_models)
+            model_columns(index, m, column_limit) for m in range(index.n_models)
         ]
         self.active = [m for m, mc in enumerate(self.models) if mc is not None]
         item_triples: list[IntArray] = []

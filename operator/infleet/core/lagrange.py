@@ -42,13 +42,20 @@ def _order(dec: Decomposition, lam: FloatArray) -> list[int]:
 
 
 def solve_decomposition(
-    index: FleetIndex, *, gap_tolerance: float, deadline: float
+    index: FleetIndex,
+    *,
+    gap_tolerance: float,
+    deadline: float,
+    dec: Decomposition | None = None,
 ) -> DecompositionResult:
-    """Lagrangian bound plus greedy/local-search plans until the gap or the deadline is reached."""
+    """Lagrangian bound plus greedy/local-search plans until the gap or the deadline is reached.
+
+    ``dec`` reuses columns already built for ``index``.
+    """
     start = time.perf_counter()
     # Stop iterating early enough to leave time for the last greedy pass at the best prices.
     stop = start + 0.75 * (deadline - start)
-    dec = Decomposition(index)
+    dec = dec if dec is not None else Decomposition(index)
     result = DecompositionResult(None, np.inf, -np.inf, 0, 0.0)
     if not dec.active:
         zero = np.zeros(index.n_triples, dtype=np.int64)

@@ -51,8 +51,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
-from infleet.core.decompose import objective
+from infleet.core.decompose import COLUMN_LIMIT, EXACT_COLUMN_LIMIT, Decomposition, objective
 from infleet.core.lagrange import solve_decomposition
+from infleet.core.master import MasterLP, close_gap, round_master, solve_master_lp
 from infleet.core.milp import solve_milp
 from infleet.core.plan_index import FleetIndex, IntArray, build_index, covers
 from infleet.core.plan_report import build_plan
@@ -114,24 +115,95 @@ def plan_fleet(
     index = build_index(problem)
     small = index.n_triples <= EXACT_TRIPLES
     wanted = _EXACT_GAP if small else gap_tolerance
-    dec = solve_decomposition(index, gap_tolerance=wanted, deadline=deadline)
-    if dec.replicas is not None and dec.gap <= wanted:
-        return _finish(index, dec.replicas, "decomposition", start, dec.gap)
-    left = deadline - time.perf_counter()
-    if dec.replicas is not None and not small and left < _MIN_HIGHS_SHARE * time_limit_seconds:
-        # Too little time left for HiGHS to improve a large fleet: keep the plan and its gap.
-        return _finish(index, dec.replicas, "decomposition", start, dec.gap)
-    exact = solve_milp(index, mip_rel_gap=wanted, time_limit_seconds=max(left, 0.05))
-    if dec.replicas is None:
+    dec = Decomposition(index, EXACT_COLUMN_LIMIT if small else COLUMN_LIMIT)
+    lp: MasterLP | str = "failed"
+    if dec.active:
+        lp = solve_master_lp(dec, deadline - time.perf_counter())
+    if isinstance(lp, MasterLP):
+        planned = _plan_from_master(index, dec, lp, wanted, start, deadline)
+        if planned is not None:
+            return planned
+    if lp == "infeasible":
+        # Not everything fits: the lexicographic program goes straight to HiGHS.
+        left = max(deadline - time.perf_counter(), 0.05)
+        exact = solve_milp(index, mip_rel_gap=wanted, time_limit_seconds=left)
         return _finish(index, exact.replicas, "highs", start, exact.gap)
-    mine, theirs = dec.objective, objective(index, exact.replicas)
-    bound = max(dec.lower_bound, exact.lower_bound)
-    best, value = (exact.replicas, theirs) if theirs < mine else (dec.replicas, mine)
-    gap = 0.0 if value <= 1e-12 else max(0.0, value - bound) / value
+    return _subgradient_path(index, dec, wanted, small, start, deadline, time_limit_seconds)
+
+
+def _plan_from_master(
+    index: FleetIndex,
+    dec: Decomposition,
+    lp: MasterLP,
+    wanted: float,
+    start: float,
+    deadline: float,
+) -> FleetPlan | None:
+    """Round the master LP, then close the gap exactly if needed (None: fall back)."""
+    upper = round_master(dec, lp, deadline)
+    if upper is None:
+        return None
+    value = objective(index, upper)
+    gap = _gap(value, lp.bound)
+    if gap <= wanted:
+        return _finish(index, upper, "decomposition", start, gap)
+    left = deadline - time.perf_counter()
+    exact_master = index.problem.churn_cost_per_replica == 0 and not dec.inexact
+    if exact_master and left > 0:
+        closed = close_gap(dec, lp, upper, left)
+        if closed is not None:
+            value = objective(index, closed.replicas)
+            return _finish(
+                index, closed.replicas, "decomposition+highs", start, _gap(value, closed.bound)
+            )
+    if index.n_triples <= EXACT_TRIPLES and left > 0:
+        # Churn (or truncated columns) makes the master inexact: HiGHS on the full program.
+        exact = solve_milp(index, mip_rel_gap=wanted, time_limit_seconds=max(left, 0.05))
+        theirs = objective(index, exact.replicas)
+        if exact.stages == 1 and theirs < value:
+            bound = max(lp.bound, exact.lower_bound)
+            return _finish(index, exact.replicas, "decomposition+highs", start, _gap(theirs, bound))
+        bound = max(lp.bound, exact.lower_bound if exact.stages == 1 else lp.bound)
+        return _finish(index, upper, "decomposition+highs", start, _gap(value, bound))
+    return _finish(index, upper, "decomposition", start, gap)
+
+
+def _gap(value: float, bound: float) -> float:
+    return 0.0 if value <= 1e-12 else max(0.0, value - bound) / value
+
+
+def _subgradient_path(
+    index: FleetIndex,
+    dec: Decomposition,
+    wanted: float,
+    small: bool,
+    start: float,
+    deadline: float,
+    time_limit_seconds: float,
+) -> FleetPlan:
+    """Subgradient prices and greedy plans, with HiGHS as the fallback (master LP unusable)."""
+    dec_result = solve_decomposition(index, gap_tolerance=wanted, deadline=deadline, dec=dec)
+    if dec_result.replicas is not None and dec_result.gap <= wanted:
+        return _finish(index, dec_result.replicas, "decomposition", start, dec_result.gap)
+    left = deadline - time.perf_counter()
+    if (
+        dec_result.replicas is not None
+        and not small
+        and left < _MIN_HIGHS_SHARE * time_limit_seconds
+    ):
+        # Too little time left for HiGHS to improve a large fleet: keep the plan and its gap.
+        return _finish(index, dec_result.replicas, "decomposition", start, dec_result.gap)
+    exact = solve_milp(index, mip_rel_gap=wanted, time_limit_seconds=max(left, 0.05))
+    if dec_result.replicas is None:
+        return _finish(index, exact.replicas, "highs", start, exact.gap)
+    mine, theirs = dec_result.objective, objective(index, exact.replicas)
+    bound = max(dec_result.lower_bound, exact.lower_bound)
+    best, value = (exact.replicas, theirs) if theirs < mine else (dec_result.replicas, mine)
+    gap = _gap(value, bound)
     if exact.stages > 1:
         # HiGHS found the full-service problem infeasible although the decomposition placed
         # everyone; trust the feasible plan in hand and its bound.
-        best, gap = dec.replicas, dec.gap
+        best, gap = dec_result.replicas, dec_result.gap
     return _finish(index, best, "decomposition+highs", start, gap)
 
 

@@ -1,0 +1,298 @@
+"""The decomposition's master program: one LP for the best pool prices, rounding, exact closing.
+
+Over the minimal columns of `infleet.core.decompose`, the master program chooses one column per
+model (``y[col]`` in {0, 1}, one per model) and splits each item's replicas over its pools
+(``n[triple]`` integer, summing to the column's count of that item), within pool capacity. Its
+LP relaxation is the Dantzig-Wolfe master: its value equals the best Lagrangian bound, and its
+pool-row duals are the optimal pool prices, in one HiGHS solve instead of hundreds of subgradient
+steps. The LP is very tight on these fleets (most models come out integral), so:
+
+* the bound used is the Lagrangian value ``L(lambda)`` recomputed exactly at the LP's prices
+  (valid for any non-negative prices, so HiGHS's dual tolerances cannot make it wrong);
+* a plan comes from rounding: models the LP placed integrally keep their placement, the others
+  are re-placed one at a time against the capacity left, at real prices, then improved;
+* when a gap remains, *reduced-cost fixing* shrinks the integer master: a plan cheaper than the
+  one in hand needs the sum over models of ``cost_lambda(choice) - best_lambda(model)`` to stay
+  below the gap, so any column or pool whose reduced cost alone reaches the gap is dropped, and
+  HiGHS solves what is left exactly (usually a handful of models and pools).
+
+The integer master is exact when no churn cost applies (an optimum never holds a removable
+replica, so it is a minimal column) and every model's columns were fully enumerated.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+from scipy.sparse import csr_matrix
+
+from infleet.core.decompose import Decomposition, objective
+from infleet.core.greedy import improve, place_model
+from infleet.core.plan_index import TIE_BREAK_PER_ACCELERATOR_HOUR, FloatArray, IntArray
+from infleet.core.repair import fill_cheaper_pools
+
+_INTEGRAL = 1e-6
+"""LP values this close to an integer count as integral when rounding."""
+
+_LP_INFEASIBLE = 2
+_MILP_INFEASIBLE = 2
+
+_FIX_MARGIN = 1e-9
+"""Relative margin on reduced-cost fixing, so float noise never drops a useful column."""
+
+
+@dataclass(frozen=True)
+class MasterLP:
+    """LP relaxation of the master: its solution, pool prices, and the bound they prove."""
+
+    replicas: FloatArray
+    """LP replicas per eligible triple."""
+    y: FloatArray
+    """LP weight per column (global column index of the `Decomposition`)."""
+    prices: FloatArray
+    """Pool prices (LP duals of the pool rows, clipped at 0)."""
+    bound: float
+    """Lagrangian value at ``prices``: a proven lower bound on the cost."""
+
+
+@dataclass(frozen=True)
+class _Program:
+    cost: FloatArray
+    a_eq: csr_matrix
+    b_eq: FloatArray
+    a_pool: csr_matrix
+    cap: FloatArray
+
+
+def _program(dec: Decomposition) -> _Program:
+    """Rows: item balance (sum of its triples - column counts = 0), one column per model, pools."""
+    index = dec.index
+    nt, ncol = index.n_triples, len(dec.col_model)
+    item_rows, pos = np.nonzero(dec.item_mask)
+    item_cols = dec.item_triples[item_rows, pos]
+    col_rows, slot = np.nonzero((dec.col_items < dec.n_items) & (dec.col_counts > 0))
+    rows = np.concatenate([item_rows, dec.col_items[col_rows, slot], dec.n_items + dec.col_model])
+    cols = np.concatenate([item_cols, nt + col_rows, nt + np.arange(ncol)])
+    vals = np.concatenate(
+        [
+            np.ones(len(item_rows)),
+            -dec.col_counts[col_rows, slot].astype(np.float64),
+            np.ones(ncol),
+        ]
+    )
+    n_eq = dec.n_items + len(dec.active)
+    a_eq = csr_matrix((vals, (rows, cols)), shape=(n_eq, nt + ncol))
+    b_eq = np.concatenate([np.zeros(dec.n_items), np.ones(len(dec.active))])
+    n_pools = len(index.pool_accelerators)
+    a_pool = csr_matrix(
+        (index.t_accelerators.astype(np.float64), (index.t_pool, np.arange(nt))),
+        shape=(n_pools, nt + ncol),
+    )
+    cost = np.concatenate(
+        [index.t_accelerators * (index.t_price + TIE_BREAK_PER_ACCELERATOR_HOUR), np.zeros(ncol)]
+    )
+    return _Program(cost, a_eq, b_eq, a_pool, index.pool_accelerators.astype(np.float64))
+
+
+def solve_master_lp(dec: Decomposition, time_limit_seconds: float) -> MasterLP | str:
+    """Solve the LP relaxation; ``"infeasible"`` (shortage) or ``"failed"`` (time, numerics)."""
+    program = _program(dec)
+    result = linprog(
+        program.cost,
+        A_ub=program.a_pool,
+        b_ub=program.cap,
+        A_eq=program.a_eq,
+        b_eq=program.b_eq,
+        bounds=(0, None),
+        method="highs",
+        options={"time_limit": max(time_limit_seconds, 0.01), "presolve": True},
+    )
+    if result.status == _LP_INFEASIBLE:
+        return "infeasible"
+    if result.status != 0 or result.x is None:
+        return "failed"
+    prices = np.maximum(0.0, -np.asarray(result.ineqlin.marginals, dtype=np.float64))
+    nt = dec.index.n_triples
+    bound = dec.lagrangian(prices)[0]
+    return MasterLP(result.x[:nt], result.x[nt:], prices, bound)
+
+
+def round_master(dec: Decomposition, lp: MasterLP, deadline: float) -> IntArray | None:
+    """A plan from the LP (None if some model cannot be placed).
+
+    Models the LP placed integrally keep their placement. A model whose column is integral but
+    whose replicas are split fractionally over pools (ties at the LP prices) keeps the whole
+    replicas and places the rest of each item on the cheapest pools left, biggest replicas
+    first. Models with a fractional column are re-placed from scratch against the capacity
+    left; every touched model is then improved at real prices.
+    """
+    index = dec.index
+    floors = np.floor(lp.replicas + _INTEGRAL)
+    integral_col = (lp.y <= _INTEGRAL) | (lp.y >= 1 - _INTEGRAL)
+    col_ok = np.logical_and.reduceat(integral_col, dec.col_start[:-1])
+    replicas = np.zeros(index.n_triples, dtype=np.int64)
+    redo: list[int] = []
+    pending: list[tuple[int, int, int]] = []
+    """(model position, item, replicas still to place)."""
+    for pos, m in enumerate(dec.active):
+        mc = dec.models[m]
+        assert mc is not None
+        if not col_ok[pos]:
+            redo.append(pos)
+            continue
+        first, last = int(dec.col_start[pos]), int(dec.col_start[pos + 1])
+        column = dec.col_counts[first + int(np.argmax(lp.y[first:last])), : len(mc.items)]
+        for i, triples in enumerate(mc.items):
+            whole = floors[triples].astype(np.int64)
+            replicas[triples] = whole
+            missing = int(column[i]) - int(whole.sum())
+            if missing > 0:
+                pending.append((pos, i, missing))
+    rem = index.pool_accelerators - np.bincount(
+        index.t_pool, weights=replicas * index.t_accelerators, minlength=len(index.pool_price)
+    ).astype(np.int64)
+    price = index.pool_price + TIE_BREAK_PER_ACCELERATOR_HOUR
+    pending.sort(
+        key=lambda e: (
+            -int(index.priority[dec.active[e[0]]]),
+            -int(dec.models[dec.active[e[0]]].accelerators[e[1]]),  # type: ignore[union-attr]
+        )
+    )
+    touched = set(redo)
+    for pos, i, missing in pending:
+        if pos in touched:
+            continue
+        mc = dec.models[dec.active[pos]]
+        assert mc is not None
+        triples, a = mc.items[i], int(mc.accelerators[i])
+        for j in triples[np.argsort(price[index.t_pool[triples]], kind="stable")].tolist():
+            take = min(missing, max(0, int(rem[index.t_pool[j]]) // a))
+            replicas[j] += take
+            rem[index.t_pool[j]] -= take * a
+            missing -= take
+            if missing == 0:
+                break
+        touched.add(pos)
+        if missing:
+            redo.append(pos)
+    placements: list[dict[int, int]] = []
+    for m in dec.active:
+        trip = index.triples_of(m)
+        placements.append({j: int(replicas[j]) for j in trip if replicas[j]})
+    for pos in redo:
+        # Start over for this model: free what it holds, then place it whole.
+        m = dec.active[pos]
+        mc = dec.models[m]
+        assert mc is not None
+        for j, n in placements[pos].items():
+            rem[index.t_pool[j]] += n * int(index.t_accelerators[j])
+            replicas[j] = 0
+        placed = place_model(index, mc, m, rem, price)
+        if placed is None:
+            return None
+        for j, n in placed.items():
+            replicas[j] = n
+            rem[index.t_pool[j]] -= n * int(index.t_accelerators[j])
+        placements[pos] = placed
+    churn = index.problem.churn_cost_per_replica > 0
+    if not churn:
+        fill_cheaper_pools(dec, replicas, rem)
+        placements = [
+            {j: int(replicas[j]) for j in index.triples_of(m) if replicas[j]} for m in dec.active
+        ]
+    order = sorted(touched)
+    for _ in range(3):
+        if not order or time.perf_counter() >= deadline:
+            break
+        if not improve(dec, replicas, placements, order):
+            break
+    if not churn:
+        rem = index.pool_accelerators - np.bincount(
+            index.t_pool, weights=replicas * index.t_accelerators, minlength=len(index.pool_price)
+        ).astype(np.int64)
+        fill_cheaper_pools(dec, replicas, rem)
+    return replicas
+
+
+@dataclass(frozen=True)
+class Closed:
+    """Outcome of the exact closing step."""
+
+    replicas: IntArray
+    bound: float
+    """Proven lower bound on the whole problem's cost."""
+
+
+def close_gap(
+    dec: Decomposition, lp: MasterLP, upper: IntArray, time_limit_seconds: float
+) -> Closed | None:
+    """Solve the integer master restricted by reduced-cost fixing (None: HiGHS gave nothing).
+
+    Only valid when the integer master is exact (no churn, every model's columns enumerated).
+    """
+    index = dec.index
+    nt = index.n_triples
+    upper_value = objective(index, upper)
+    gap = upper_value - lp.bound + _FIX_MARGIN * (1 + abs(upper_value))
+    item_cost, _ = dec.price_items(lp.prices)
+    best, _ = dec.best_columns(item_cost)
+    padded = np.append(item_cost, 0.0)
+    col_cost = (dec.col_counts * padded[dec.col_items]).sum(axis=1)
+    col_reduced = col_cost - best[dec.col_model]
+    # Cheapest reduced cost of a column that uses each item.
+    uses = (dec.col_items < dec.n_items) & (dec.col_counts > 0)
+    item_reduced = np.full(dec.n_items + 1, np.inf)
+    np.minimum.at(
+        item_reduced, dec.col_items[uses], np.broadcast_to(col_reduced[:, None], uses.shape)[uses]
+    )
+    # A replica on a triple dearer (at the prices) than its item's cheapest pool costs the
+    # difference on top of the cheapest column using the item.
+    safe = np.maximum(dec.item_triples, 0)
+    per_acc = index.t_price[safe] + TIE_BREAK_PER_ACCELERATOR_HOUR + lp.prices[index.t_pool[safe]]
+    cheapest = np.where(dec.item_mask, per_acc, np.inf).min(axis=1)
+    extra = (per_acc - cheapest[:, None]) * dec.item_acc[:, None]
+    triple_reduced = np.full(nt, np.inf)
+    triple_reduced[dec.item_triples[dec.item_mask]] = (extra + item_reduced[:-1, None])[
+        dec.item_mask
+    ]
+    keep_triple = triple_reduced < gap
+    keep_col = col_reduced < gap
+    program = _program(dec)
+    upper_bounds = np.concatenate(
+        [np.where(keep_triple, np.inf, 0.0), np.where(keep_col, 1.0, 0.0)]
+    )
+    a = _stack(program)
+    lo = np.concatenate([program.b_eq, np.full(len(program.cap), -np.inf)])
+    hi = np.concatenate([program.b_eq, program.cap])
+    result = milp(
+        program.cost,
+        integrality=np.ones(len(program.cost)),
+        bounds=Bounds(np.zeros(len(program.cost)), upper_bounds),
+        constraints=[LinearConstraint(a, lo, hi)],
+        options={"time_limit": max(time_limit_seconds, 0.01), "mip_rel_gap": 1e-9},
+    )
+    if result.x is None:
+        if result.status == _MILP_INFEASIBLE:
+            # Nothing cheaper than the plan in hand exists: it is optimal.
+            return Closed(upper, upper_value)
+        return None
+    replicas = np.rint(result.x[:nt]).astype(np.int64)
+    found = objective(index, replicas)
+    dual = float(getattr(result, "mip_dual_bound", found) or found)
+    if result.status != 0:
+        dual = lp.bound
+    # Every plan cheaper than ``upper`` lies in the restricted program.
+    bound = max(lp.bound, min(upper_value, dual))
+    if found < upper_value:
+        return Closed(replicas, bound)
+    return Closed(upper, bound)
+
+
+def _stack(program: _Program) -> csr_matrix:
+    from scipy.sparse import vstack
+
+    stacked: csr_matrix = vstack([program.a_eq, program.a_pool]).tocsr()
+    return stacked
