@@ -1,0 +1,146 @@
+"""The master program's pieces: cheaper-pool fill (by hand), LP bound, rounding and exact closing
+(against brute force on the small random fleets of `test_planner_exhaustive`)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given
+from test_planner_exhaustive import (
+    PROPERTY,
+    SEEDS,
+    brute_force,
+    mid_fleet,
+    random_small_fleet,
+    score_of,
+    seeds,
+)
+
+from infleet.core.decompose import EXACT_COLUMN_LIMIT, Decomposition, objective
+from infleet.core.master import MasterLP, close_gap, round_master, solve_master_lp
+from infleet.core.plan_index import build_index
+from infleet.core.plan_report import build_plan
+from infleet.core.plan_types import SolverInfo
+from infleet.core.planner import (
+    ModelRequest,
+    PlanProblem,
+    PoolSupply,
+    VariantOption,
+    solve_reference_milp,
+)
+from infleet.core.repair import fill_cheaper_pools
+
+TYPE = "gpu"
+
+
+def _fleet(accelerators: int, cheap_size: int) -> PlanProblem:
+    # One model, 10 rps per replica, 50 rps needed: 5 replicas.
+    model = ModelRequest(
+        ("ns", "a"), 50.0, 1.0, variants=(VariantOption("v", TYPE, accelerators, 10.0),)
+    )
+    pools = (
+        PoolSupply("dear", TYPE, 100, 4.0),
+        PoolSupply("cheap", TYPE, cheap_size, 2.0),
+    )
+    return PlanProblem((model,), pools)
+
+
+@pytest.mark.parametrize(
+    ("accelerators", "cheap_size", "moved"),
+    [
+        (1, 3, 3),  # 3 free accelerators take 3 one-accelerator replicas
+        (2, 3, 1),  # ... but only one two-accelerator replica
+        (2, 1, 0),  # ... and no replica when one accelerator is free
+        (1, 9, 5),  # every replica moves; the rest of the cheap pool stays free
+    ],
+)
+def test_fill_moves_replicas_to_cheaper_pool_with_room(
+    accelerators: int, cheap_size: int, moved: int
+) -> None:
+    index = build_index(_fleet(accelerators, cheap_size))
+    dec = Decomposition(index)
+    dear, cheap = (int(np.flatnonzero(index.t_pool == p)[0]) for p in (0, 1))
+    replicas = np.zeros(index.n_triples, dtype=np.int64)
+    replicas[dear] = 5
+    rem = index.pool_accelerators - np.array([5 * accelerators, 0])
+    moves = fill_cheaper_pools(dec, replicas, rem)
+    assert replicas[cheap] == moved
+    assert replicas[dear] == 5 - moved
+    assert moves == (1 if moved else 0)
+    assert rem.tolist() == [100 - (5 - moved) * accelerators, cheap_size - moved * accelerators]
+
+
+def test_fill_never_moves_to_a_dearer_pool() -> None:
+    index = build_index(_fleet(1, 10))
+    dec = Decomposition(index)
+    cheap = int(np.flatnonzero(index.t_pool == 1)[0])
+    replicas = np.zeros(index.n_triples, dtype=np.int64)
+    replicas[cheap] = 5
+    rem = index.pool_accelerators - np.array([0, 5])
+    assert fill_cheaper_pools(dec, replicas, rem) == 0
+    assert replicas[cheap] == 5
+
+
+def _master(problem: PlanProblem) -> tuple[Decomposition, MasterLP] | None:
+    index = build_index(problem)
+    dec = Decomposition(index, EXACT_COLUMN_LIMIT)
+    if not dec.active:
+        return None
+    lp = solve_master_lp(dec, 5.0)
+    return (dec, lp) if isinstance(lp, MasterLP) else None
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_master_bound_rounding_and_closing_against_brute_force(chunk: int) -> None:
+    checked = 0
+    for seed in range(chunk, SEEDS, 4):
+        problem = random_small_fleet(seed)
+        found = _master(problem)
+        best = brute_force(problem)
+        full = all(u == 0 for u in best.unmet)
+        if found is None:
+            # An infeasible LP means some model cannot be fully served.
+            index = build_index(problem)
+            assert not full or not Decomposition(index).active
+            continue
+        dec, lp = found
+        # The brute force does not return its tie-break term (1e-6 per accelerator); every pool
+        # full bounds it from above, which keeps the comparison one-sided and valid.
+        most = 1e-6 * sum(p.accelerators for p in problem.pools)
+        optimum = best.cost + best.churn + most
+        if not full:
+            continue
+        # The bound never exceeds the optimum (cost with tie-break, churn ignored is <= it).
+        assert lp.bound <= optimum + 1e-7
+        upper = round_master(dec, lp, time.perf_counter() + 5.0)
+        if upper is None:
+            continue
+        info = SolverInfo("test", 0.0, 0.0)
+        rounded = score_of(problem, build_plan(dec.index, upper, info))
+        assert rounded.unmet == pytest.approx(best.unmet, abs=1e-6)
+        assert objective(dec.index, upper) >= lp.bound - 1e-7
+        if problem.churn_cost_per_replica == 0:
+            closed = close_gap(dec, lp, upper, 5.0)
+            assert closed is not None
+            plan = build_plan(dec.index, closed.replicas, info)
+            got = score_of(problem, plan)
+            assert got.cost == pytest.approx(best.cost, abs=1e-4)
+            assert closed.bound <= objective(dec.index, closed.replicas) + 1e-9
+            assert closed.bound >= objective(dec.index, closed.replicas) - 1e-6
+            checked += 1
+    assert checked >= 8, "too few fully served churn-free fleets to mean anything"
+
+
+@PROPERTY
+@given(seeds)
+def test_master_bound_never_above_highs_optimum(seed: int) -> None:
+    problem = mid_fleet(seed, models=10, pools=5)
+    found = _master(problem)
+    reference = solve_reference_milp(problem, mip_rel_gap=1e-9)
+    if found is None or any(m.unmet_rps > 0 for m in reference.models):
+        return
+    _, lp = found
+    accelerators = sum(p.accelerators for p in reference.placements)
+    assert lp.bound <= reference.cost_per_hour + 1e-6 * accelerators + 1e-7
