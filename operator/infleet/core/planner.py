@@ -38,12 +38,31 @@ fewer than min replicas) carries a reason:
   capacity, and the model got all that ``max_replicas`` allows (it is planned for that much);
 * ``CapacityShortage``: the pools it could use are full.
 
-Algorithm (``plan_fleet``): the Lagrangian decomposition in `infleet.core.lagrange` gives a plan
-and a proven lower bound. Small fleets (at most ``EXACT_TRIPLES`` eligible triples) whose gap is
-not zero are re-solved exactly by HiGHS; larger ones only when the gap exceeds
-``gap_tolerance``, within the time limit, keeping the better plan. If the decomposition cannot
-place every model (shortage), the lexicographic program goes to HiGHS. ``SolverInfo.name`` says
-which path produced the plan: ``decomposition``, ``decomposition+highs`` or ``highs``.
+Algorithm (``plan_fleet``):
+
+1. Columns (`infleet.core.decompose`): per model, every *minimal* count vector over its items
+   (variant, or variant x spot-ness), enumerated exactly (on small fleets up to
+   ``EXACT_COLUMN_LIMIT`` candidates per model; on large ones the biggest models may be
+   truncated, and their share of the bound is then relaxed).
+2. Master LP (`infleet.core.master`): one HiGHS LP over the columns and the per-pool split of
+   every item (the Dantzig-Wolfe master). Its pool duals are the optimal pool prices; the
+   Lagrangian value recomputed exactly at those prices is the proven lower bound.
+3. Rounding: models the LP placed integrally keep their placement; split ones keep their whole
+   replicas and place the rest cheapest-first; fractional ones are re-placed against what is
+   left; then replicas move to cheaper pools with room (`infleet.core.repair`) and touched
+   models are re-planned at real prices (`infleet.core.greedy`).
+4. If the proven gap exceeds the target (``1e-9`` on small fleets of at most ``EXACT_TRIPLES``
+   eligible triples, ``gap_tolerance`` otherwise): reduced-cost fixing at the LP prices drops
+   every column and pool that cannot be part of a cheaper plan, and HiGHS solves the integer
+   master on what is left (exact without churn; with churn, small fleets go to HiGHS on the full
+   program instead).
+5. Fallbacks: if the LP is infeasible (not everything fits), the lexicographic program goes to
+   HiGHS (`infleet.core.milp`); if the LP fails (time, numerics) or no model needs anything, the
+   older subgradient decomposition (`infleet.core.lagrange`) runs, with HiGHS after it.
+
+``SolverInfo.name`` says which path produced the plan: ``decomposition`` (steps 1-3 proved the
+gap), ``decomposition+highs`` (HiGHS closed or tried to close the gap after them) or ``highs``
+(shortage: HiGHS alone).
 """
 
 from __future__ import annotations
@@ -51,11 +70,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from infleet.core.decompose import COLUMN_LIMIT, EXACT_COLUMN_LIMIT, Decomposition, objective
 from infleet.core.lagrange import solve_decomposition
 from infleet.core.master import MasterLP, close_gap, round_master, solve_master_lp
 from infleet.core.milp import solve_milp
-from infleet.core.plan_index import FleetIndex, IntArray, build_index, covers
+from infleet.core.plan_index import RPS_TOLERANCE, FleetIndex, IntArray, build_index, covers
 from infleet.core.plan_report import build_plan
 from infleet.core.plan_types import (
     CapacityType,
@@ -120,7 +141,7 @@ def plan_fleet(
     if dec.active:
         lp = solve_master_lp(dec, deadline - time.perf_counter())
     if isinstance(lp, MasterLP):
-        planned = _plan_from_master(index, dec, lp, wanted, start, deadline)
+        planned = _plan_from_master(index, dec, lp, wanted, start, time_limit_seconds)
         if planned is not None:
             return planned
     if lp == "infeasible":
@@ -137,9 +158,10 @@ def _plan_from_master(
     lp: MasterLP,
     wanted: float,
     start: float,
-    deadline: float,
+    time_limit_seconds: float,
 ) -> FleetPlan | None:
     """Round the master LP, then close the gap exactly if needed (None: fall back)."""
+    deadline = start + time_limit_seconds
     upper = round_master(dec, lp, deadline)
     if upper is None:
         return None
@@ -156,16 +178,41 @@ def _plan_from_master(
             return _finish(
                 index, closed.replicas, "decomposition+highs", start, _gap(value, closed.bound)
             )
-    if index.n_triples <= EXACT_TRIPLES and left > 0:
-        # Churn (or truncated columns) makes the master inexact: HiGHS on the full program.
+    left = deadline - time.perf_counter()
+    small = index.n_triples <= EXACT_TRIPLES
+    if (small and left > 0) or left >= _MIN_HIGHS_SHARE * time_limit_seconds:
+        # Churn or truncated columns make the master inexact: HiGHS on the full program, and
+        # the better plan is kept.
         exact = solve_milp(index, mip_rel_gap=wanted, time_limit_seconds=max(left, 0.05))
         theirs = objective(index, exact.replicas)
-        if exact.stages == 1 and theirs < value:
+        if exact.stages == 1 and theirs < value and _serves_everyone(index, exact.replicas):
             bound = max(lp.bound, exact.lower_bound)
             return _finish(index, exact.replicas, "decomposition+highs", start, _gap(theirs, bound))
         bound = max(lp.bound, exact.lower_bound if exact.stages == 1 else lp.bound)
         return _finish(index, upper, "decomposition+highs", start, _gap(value, bound))
     return _finish(index, upper, "decomposition", start, gap)
+
+
+def _serves_everyone(index: FleetIndex, replicas: IntArray) -> bool:
+    """Whether a plan meets every model's target and replica bounds within pool capacity.
+
+    HiGHS returns no plan (all zeros here) when it runs out of time before finding one.
+    """
+    per_model = np.bincount(index.t_model, weights=replicas, minlength=index.n_models)
+    capacity = np.bincount(
+        index.t_model, weights=replicas * index.t_capacity, minlength=index.n_models
+    )
+    used = np.bincount(
+        index.t_pool,
+        weights=replicas * index.t_accelerators,
+        minlength=len(index.pool_accelerators),
+    )
+    return bool(
+        np.all(capacity >= index.target - RPS_TOLERANCE * (1 + index.target))
+        and np.all(per_model >= index.min_replicas)
+        and np.all(per_model <= index.max_replicas)
+        and np.all(used <= index.pool_accelerators)
+    )
 
 
 def _gap(value: float, bound: float) -> float:
@@ -198,7 +245,8 @@ def _subgradient_path(
         return _finish(index, exact.replicas, "highs", start, exact.gap)
     mine, theirs = dec_result.objective, objective(index, exact.replicas)
     bound = max(dec_result.lower_bound, exact.lower_bound)
-    best, value = (exact.replicas, theirs) if theirs < mine else (dec_result.replicas, mine)
+    better = theirs < mine and _serves_everyone(index, exact.replicas)
+    best, value = (exact.replicas, theirs) if better else (dec_result.replicas, mine)
     gap = _gap(value, bound)
     if exact.stages > 1:
         # HiGHS found the full-service problem infeasible although the decomposition placed
