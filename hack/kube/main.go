@@ -15,6 +15,7 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/clientgo"
 	_ "k8s.io/component-base/metrics/prometheus/version"
 	kubectlcmd "k8s.io/kubectl/pkg/cmd"
+	cmdutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
@@ -41,7 +42,11 @@ func main() {
 	}
 	command := newCommand()
 	if name == "kubectl" {
-		os.Exit(cli.RunNoErrOutput(command))
+		// kubectl prints its own errors the way users expect (as its upstream main does).
+		if err := cli.RunNoErrOutput(command); err != nil {
+			cmdutil.CheckErr(err)
+		}
+		return
 	}
 	os.Exit(cli.Run(command))
 }
