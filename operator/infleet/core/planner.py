@@ -121,6 +121,9 @@ optimality (gap 0 up to HiGHS's 1e-9 tolerance) whenever the decomposition leave
 _EXACT_GAP = 1e-9
 _MIN_HIGHS_SHARE = 0.25
 """Share of the time limit that must be left for the HiGHS fallback to be worth starting."""
+_MIN_HIGHS_SECONDS = 1.0
+"""...and, after the master LP on a large fleet, at least this long (HiGHS needs seconds there;
+a shorter run only overruns the limit)."""
 
 
 def plan_fleet(
@@ -180,7 +183,9 @@ def _plan_from_master(
             )
     left = deadline - time.perf_counter()
     small = index.n_triples <= EXACT_TRIPLES
-    if (small and left > 0) or left >= _MIN_HIGHS_SHARE * time_limit_seconds:
+    if (small and left > 0) or left >= max(
+        _MIN_HIGHS_SHARE * time_limit_seconds, _MIN_HIGHS_SECONDS
+    ):
         # Churn or truncated columns make the master inexact: HiGHS on the full program, and
         # the better plan is kept.
         exact = solve_milp(index, mip_rel_gap=wanted, time_limit_seconds=max(left, 0.05))
