@@ -58,10 +58,11 @@ def cluster(
                 pytest.fail("--kubeconfig needs kubectl on PATH (or run `bash hack/build.sh`)")
             kubectl = str(candidate)
         from infleet.sandbox import kube
+        from infleet.sandbox.cluster import default_crd_dir
 
         # The CEL test needs infleet's CRDs; applying them (server-side) is idempotent.
         api = kube.client_for(Path(given))
-        kube.apply_crds(api, kube.read_crds([Path(__file__).parents[1] / "crds"]), timeout=60)
+        kube.apply_crds(api, kube.read_crds([default_crd_dir()]), timeout=60)
         yield Cluster(Path(given), kubectl, None)
         return
 

@@ -57,6 +57,11 @@ def default_state_dir() -> Path:
     return Path(base) / "infleet" / "sandbox"
 
 
+def default_crd_dir() -> Path:
+    """$INFLEET_SANDBOX_CRDS, else the checkout's crds/ directory."""
+    return Path(os.environ.get("INFLEET_SANDBOX_CRDS") or REPO_ROOT / "crds")
+
+
 class SandboxError(RuntimeError):
     """The sandbox could not be brought up or inspected."""
 
@@ -435,7 +440,7 @@ class Sandbox:
         from infleet.sandbox import kube  # the kubernetes client is slow to import
 
         api = kube.client_for(self.kubeconfig)
-        crds = kube.read_crds(crd_paths if crd_paths is not None else [REPO_ROOT / "crds"])
+        crds = kube.read_crds(crd_paths if crd_paths is not None else [default_crd_dir()])
         kube.apply_crds(api, crds, timeout)
         say(f"CRDs: {len(crds)} established")
         manifests = all_nodes(pools, nodes_without_quota)
