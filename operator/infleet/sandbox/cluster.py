@@ -447,11 +447,12 @@ class Sandbox:
         t_nodes = time.monotonic()
         kube.apply_nodes(api, manifests)
         removed = kube.delete_stale_nodes(api, {m["metadata"]["name"] for m in manifests})
+        applied = time.monotonic() - t_nodes
         kube.wait_nodes_ready(api, [m["metadata"]["name"] for m in manifests], timeout)
         say(
             f"nodes: {len(manifests)} Ready for {len(pools)} pools"
             + (f", {removed} stale removed" if removed else "")
-            + f" ({time.monotonic() - t_nodes:.1f}s)"
+            + f" ({applied:.1f}s to apply, {time.monotonic() - t_nodes:.1f}s to Ready)"
         )
         elapsed = time.monotonic() - started
         say(f"sandbox up in {elapsed:.1f}s; state in {self.dir}")
