@@ -66,12 +66,18 @@ def cluster(
         yield Cluster(Path(given), kubectl, None)
         return
 
+    from infleet.sandbox.binaries import BinariesError, ensure_binaries
     from infleet.sandbox.cluster import Sandbox
     from infleet.sandbox.pools import load_pools
 
+    try:
+        # Building takes many minutes: longer than a test's timeout, so it is not done here.
+        binaries = ensure_binaries(build=False)
+    except BinariesError as exc:
+        pytest.fail(f"e2e tests need the sandbox binaries: {exc}")
     reuse = os.environ.get("INFLEET_E2E_SANDBOX_DIR")
     directory = Path(reuse) if reuse else tmp_path_factory.mktemp("sandbox")
-    box = Sandbox(directory)
+    box = Sandbox(directory, binaries)
     try:
         box.up(load_pools([E2E_POOLS]), echo=lambda line: print(f"[sandbox] {line}"))
     except Exception:
