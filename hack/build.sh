@@ -28,7 +28,9 @@ LDFLAGS="-s -w"
 # same list in the same order to find the directory.
 KEY_FILES=(versions.env kube/go.mod kube/go.sum kube/main.go etcd/go.mod etcd/go.sum etcd/main.go)
 key="$(cd "$HACK" && cat "${KEY_FILES[@]}" | sha256sum | cut -c1-12)"
-CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/infleet/bin"
+# Same rule as Python's Path.home(): $HOME, else the passwd entry.
+HOME_DIR="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+CACHE_ROOT="${XDG_CACHE_HOME:-$HOME_DIR/.cache}/infleet/bin"
 OUT="$CACHE_ROOT/${KUBERNETES_VERSION}-${key}"
 
 if [[ "${1:-}" == "--print-dir" ]]; then
