@@ -139,7 +139,10 @@ def test_cross_field_rules_are_cel_with_the_pydantic_messages() -> None:
         }
     ]
     assert rules("ModelDeployment", ".spec.replicas") == [
-        {"rule": "self.min <= self.max", "message": model_deployment.MSG_REPLICAS_ORDER}
+        {
+            "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+            "message": model_deployment.MSG_REPLICAS_ORDER,
+        }
     ]
     (variant_rule,) = rules("ModelDeployment", ".spec.variants[]")
     assert variant_rule["message"] == model_deployment.MSG_VARIANT_CAPACITY

@@ -234,7 +234,12 @@ class Replicas(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "self.min <= self.max", "message": MSG_REPLICAS_ORDER}
+                {
+                    # has() guards: the API server also checks the rule against the
+                    # default ({}), before nested defaults are filled in.
+                    "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+                    "message": MSG_REPLICAS_ORDER,
+                }
             ]
         }
     )
