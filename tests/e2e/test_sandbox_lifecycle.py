@@ -68,6 +68,7 @@ def test_second_sandbox_runs_beside_the_first_and_down_stops_everything(tmp_path
         again = _infleet("up", "--dir", str(state), "--pools", str(pools))
         assert again.returncode == 0, again.stderr
         assert _pids(state) == pids, "a second `up` must keep the running processes"
+        assert "3 Ready for 1 pools (0 created, 0 updated, 0 removed;" in again.stderr
 
         status = _infleet("status", "--dir", str(state))
         assert status.returncode == 0, status.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from infleet.api.pool import AcceleratorPool, Toleration
+from infleet.sandbox.kube import node_up_to_date
 from infleet.sandbox.nodes import (
     KWOK_ANNOTATION,
     POOL_LABEL,
@@ -166,3 +168,39 @@ def test_every_taint_is_tolerated_by_the_pools_tolerations(
     for node in nodes:
         for taint in node["spec"].get("taints", []):
             assert any(_tolerates(t, taint) for t in tolerations)
+
+
+def _as_existing(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The node as the API server returns it after kwok and the controllers touched it."""
+    node = copy.deepcopy(manifest)
+    node["metadata"]["labels"]["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
+    node["metadata"]["annotations"]["node.alpha.kubernetes.io/ttl"] = "0"
+    node["metadata"]["resourceVersion"] = "42"
+    node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    return node
+
+
+def _changed(manifest: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    node = _as_existing(manifest)
+    target = node
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+    return node
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ((), None, True),  # only additions by others: nothing to do
+        (("status", "capacity", "memory"), "1Ti", True),  # the API server's canonical 1024Gi
+        (("metadata", "labels", "pool"), "other", False),
+        (("spec", "taints"), [{"key": "x", "effect": "NoSchedule"}], False),
+        (("status", "capacity", "nvidia.com/gpu"), "4", False),
+        (("metadata", "annotations"), {}, False),  # kwok's annotation lost
+    ],
+)
+def test_node_up_to_date(path: tuple[str, ...], value: Any, expected: bool) -> None:
+    wanted = pool_nodes(pool(name="h100", quota=8))[0]
+    current = _changed(wanted, path, value) if path else _as_existing(wanted)
+    assert node_up_to_date(current, wanted) is expected

@@ -445,14 +445,14 @@ class Sandbox:
         say(f"CRDs: {len(crds)} established")
         manifests = all_nodes(pools, nodes_without_quota)
         t_nodes = time.monotonic()
-        kube.apply_nodes(api, manifests)
+        created, updated = kube.apply_nodes(api, manifests)
         removed = kube.delete_stale_nodes(api, {m["metadata"]["name"] for m in manifests})
         applied = time.monotonic() - t_nodes
         kube.wait_nodes_ready(api, [m["metadata"]["name"] for m in manifests], timeout)
         say(
-            f"nodes: {len(manifests)} Ready for {len(pools)} pools"
-            + (f", {removed} stale removed" if removed else "")
-            + f" ({applied:.1f}s to apply, {time.monotonic() - t_nodes:.1f}s to Ready)"
+            f"nodes: {len(manifests)} Ready for {len(pools)} pools "
+            f"({created} created, {updated} updated, {removed} removed;"
+            f" {applied:.1f}s to apply, {time.monotonic() - t_nodes:.1f}s to Ready)"
         )
         elapsed = time.monotonic() - started
         say(f"sandbox up in {elapsed:.1f}s; state in {self.dir}")

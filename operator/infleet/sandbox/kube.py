@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+from decimal import Decimal
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 
 from infleet.sandbox.nodes import POOL_LABEL
 
@@ -77,32 +79,65 @@ def apply_crds(api: client.ApiClient, crds: Sequence[dict[str, Any]], timeout: f
             time.sleep(0.2)
 
 
-def _apply_node(core: client.CoreV1Api, manifest: dict[str, Any]) -> None:
+def node_up_to_date(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """True when an existing node already has the wanted labels, annotations, taints and
+    capacity (kwok's and the control plane's additions are allowed)."""
+    meta, have_meta = wanted["metadata"], current.get("metadata", {})
+    for key in ("labels", "annotations"):
+        if not meta.get(key, {}).items() <= (have_meta.get(key) or {}).items():
+            return False
+    if (current.get("spec", {}).get("taints") or []) != (wanted["spec"].get("taints") or []):
+        return False
+    return _has_capacity(current, wanted["status"]["capacity"])
+
+
+def _has_capacity(node: dict[str, Any], wanted: dict[str, str]) -> bool:
+    # The API server canonicalises quantities (1024Gi comes back as 1Ti): compare values.
+    have = node.get("status", {}).get("capacity") or {}
+    return all(k in have and _quantity(have[k]) == _quantity(v) for k, v in wanted.items())
+
+
+def _quantity(text: str) -> Decimal:
+    value: Decimal = parse_quantity(text)  # type: ignore[no-untyped-call]
+    return value
+
+
+def _raw(response: Any) -> dict[str, Any]:
+    # Raw responses: decoding into the client's models costs more CPU than the request itself.
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+def _create_node(core: client.CoreV1Api, manifest: dict[str, Any]) -> None:
     name = manifest["metadata"]["name"]
-    status = manifest.get("status", {})
+    try:
+        # A plain create (status included, which kwok keeps) is much cheaper for the API
+        # server than an apply.
+        core.create_node(manifest, field_manager=FIELD_MANAGER, _preload_content=False)  # type: ignore[arg-type]
+    except ApiException as exc:
+        if exc.status == 409:  # created meanwhile: bring it up to date instead
+            _update_node(core, manifest)
+            return
+        raise KubeError(f"creating node {name} failed: {exc.status} {exc.body}") from exc
+
+
+def _update_node(core: client.CoreV1Api, manifest: dict[str, Any]) -> None:
+    name = manifest["metadata"]["name"]
+    status = manifest["status"]
     body = {k: v for k, v in manifest.items() if k != "status"}
     try:
-        # A plain create is much cheaper for the API server than an apply; apply only what
-        # exists already. Raw responses: decoding into the client's models costs more CPU
-        # than the request itself.
-        core.create_node(manifest, field_manager=FIELD_MANAGER, _preload_content=False)  # type: ignore[arg-type]
-        return
-    except ApiException as exc:
-        if exc.status != 409:
-            raise KubeError(f"creating node {name} failed: {exc.status} {exc.body}") from exc
-    try:
-        response = core.patch_node(
-            name,
-            body,
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type=APPLY,
-            _preload_content=False,
+        current = _raw(
+            core.patch_node(
+                name,
+                body,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY,
+                _preload_content=False,
+            )
         )
-        current = json.loads(response.data)  # type: ignore[attr-defined]
-        have = current.get("status", {}).get("capacity", {})
-        if any(have.get(k) != v for k, v in status.get("capacity", {}).items()):
-            # Status is a subresource: an apply to an existing node leaves it untouched.
+        if not _has_capacity(current, status["capacity"]):
+            # Status is a subresource: an apply to the node leaves it untouched.
             core.patch_node_status(
                 name,
                 {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "status": status},
@@ -112,15 +147,29 @@ def _apply_node(core: client.CoreV1Api, manifest: dict[str, Any]) -> None:
                 _preload_content=False,
             )
     except ApiException as exc:
-        raise KubeError(f"applying node {name} failed: {exc.status} {exc.body}") from exc
+        raise KubeError(f"updating node {name} failed: {exc.status} {exc.body}") from exc
 
 
-def apply_nodes(api: client.ApiClient, manifests: Sequence[dict[str, Any]]) -> None:
-    """Create or update the nodes (labels, taints, allocatable), several requests at a time."""
+def apply_nodes(api: client.ApiClient, manifests: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """Create missing nodes and update those that differ, several requests at a time.
+
+    Returns (created, updated); nodes already as wanted cost no request.
+    """
     core = client.CoreV1Api(api)
+    listing = _raw(core.list_node(label_selector=POOL_LABEL, _preload_content=False))
+    existing = {item["metadata"]["name"]: item for item in listing.get("items", [])}
+    jobs: list[tuple[Any, dict[str, Any]]] = []
+    for manifest in manifests:
+        current = existing.get(manifest["metadata"]["name"])
+        if current is None:
+            jobs.append((_create_node, manifest))
+        elif not node_up_to_date(current, manifest):
+            jobs.append((_update_node, manifest))
     with concurrent.futures.ThreadPoolExecutor(PARALLEL_REQUESTS) as pool:
-        for future in [pool.submit(_apply_node, core, m) for m in manifests]:
+        for future in [pool.submit(job, core, manifest) for job, manifest in jobs]:
             future.result()
+    created = sum(1 for job, _ in jobs if job is _create_node)
+    return created, len(jobs) - created
 
 
 def _name(node: client.V1Node) -> str:
