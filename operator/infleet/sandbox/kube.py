@@ -1,13 +1,14 @@
 """The few Kubernetes API calls the sandbox makes: apply CRDs, apply and prune fake nodes,
-wait for readiness. Server-side apply throughout, so repeating `up` is harmless."""
+wait for readiness. Creates are plain POSTs, updates server-side applies; repeating `up` costs
+nothing when nodes are already as wanted."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
-from decimal import Decimal
 import time
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
