@@ -161,9 +161,19 @@ spec:
     delete: true
 """
 
+OPTIONS = """\
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokConfiguration
+options:
+  # kwok's defaults (4 each) make thousands of new nodes wait in line for their first status.
+  nodePlayStageParallelism: 16
+  nodeLeaseParallelism: 16
+  podPlayStageParallelism: 8
+"""
+
 STAGES = (NODE_READY, POD_READY, POD_DELETE)
 
 
 def config_text() -> str:
     """The multi-document YAML given to `kwok --config`."""
-    return "---\n".join(STAGES)
+    return "---\n".join((OPTIONS, *STAGES))
