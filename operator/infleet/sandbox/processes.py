@@ -149,7 +149,7 @@ class ProcessTable:
                 while record.alive():
                     _reap(record.pid)
                     time.sleep(0.05)
-            _reap(record.pid)
+            _reap(record.pid, wait=True)
         self._path(name).unlink(missing_ok=True)
         return stopped
 
@@ -162,12 +162,17 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
-def _reap(pid: int) -> None:
+def _reap(pid: int, wait: bool = False) -> None:
     # When this very process started the child (e.g. the pytest fixture), collect its exit
-    # status so it does not linger as a zombie.
+    # status so it does not linger as a zombie. A multi-threaded process shows as a zombie
+    # before its last thread is gone, and can be reaped only then: `wait` waits for that.
     child = _CHILDREN.get(pid)
     if child is not None:
-        if child.poll() is not None:
+        try:
+            returncode = child.wait(timeout=10) if wait else child.poll()
+        except subprocess.TimeoutExpired:
+            returncode = None
+        if returncode is not None:
             del _CHILDREN[pid]
         return
     with contextlib.suppress(ChildProcessError, OSError):
