@@ -244,3 +244,7 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
+
+
+if __name__ == "__main__":  # `python -m infleet.cli`, as the e2e tests run it
+    main()

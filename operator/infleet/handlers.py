@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,12 @@ def build_registry() -> kopf.OperatorRegistry:
         watcher("deploy", _deployment_print)
     )
 
+    # A registry of our own has none of Kopf's default login handlers: log in through the
+    # kubernetes client (in-cluster service account, or $KUBECONFIG set by `run_operator`).
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         ours: OperatorSettings = memo["settings"]
@@ -169,6 +176,9 @@ def run_operator(
         verbose=verbose,
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
     )
+    if kubeconfig is not None:
+        # Kopf's login (through the kubernetes client) reads the kubeconfig from $KUBECONFIG.
+        os.environ["KUBECONFIG"] = str(kubeconfig)
     memo = kopf.Memo(settings=settings, kubeconfig=kubeconfig)
     kopf.run(
         registry=build_registry(),

@@ -73,9 +73,9 @@ class Operator:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        out = self.log.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        with self.log.open("ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def stop(self) -> None:
         if self.proc is None:
@@ -89,8 +89,18 @@ class Operator:
         self.proc = None
 
 
+@pytest.fixture(scope="module")
+def pools(cluster: Any) -> None:
+    """The e2e pools as AcceleratorPool objects (the sandbox made their nodes)."""
+    subprocess.run(
+        [cluster.kubectl, "--kubeconfig", str(cluster.kubeconfig), "apply", "--server-side",
+         "-f", str(REPO / "tests/e2e/pools")],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
 @pytest.fixture
-def operator(cluster: Any, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+def operator(cluster: Any, pools: None, namespace: str, tmp_path: Path) -> Iterator[Operator]:
     op = Operator(cluster.kubeconfig, namespace, tmp_path / "operator.log")
     op.start()
     yield op
