@@ -138,7 +138,7 @@ def main() -> None:
     pool_file.write_text(yaml.safe_dump_all(pools()))
     up = [sys.executable, "-m", "infleet.cli", "sandbox", "up", "--pools", str(pool_file)]
     if args.dir:
-        up[4:4] = ["--dir", str(args.dir)]
+        up += ["--dir", str(args.dir)]
     last = subprocess.run(up, check=True, capture_output=True, text=True).stdout.strip()
     kubeconfig = last.splitlines()[-1].split("=", 1)[1]
     env = {**os.environ, "KUBECONFIG": kubeconfig}

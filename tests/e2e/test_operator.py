@@ -62,12 +62,14 @@ def model(
 class Operator:
     """`infleet run` as a child process, scoped to one namespace."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
+    def __init__(
+        self, kubeconfig: Path, namespace: str, log: Path, *, metrics_port: int = 0
+    ) -> None:
         self.args = [
             sys.executable, "-m", "infleet.cli", "run",
             "--kubeconfig", str(kubeconfig), "-n", namespace,
             "--interval", "2", "--debounce", "0.2", "--pending-grace", "3",
-            "--metrics-port", "0",
+            "--metrics-port", str(metrics_port),
         ]  # fmt: skip
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
@@ -264,6 +266,16 @@ def test_impossible_model_is_not_scheduled_while_others_run(
         custom, namespace, model("fine", pool="e2e-l4", accelerator="nvidia-l4", rps=1, capacity=2)
     )
     apply(custom, namespace, model("nowhere", pool="no-such-pool", accelerator="tpu-v9", rps=5))
+    # A 10 ms TPOT SLO on an engine whose decode step alone takes 40 ms: no variant can meet it.
+    slow = model("slow", pool="e2e-l4", accelerator="nvidia-l4", rps=2)
+    slow["spec"]["slo"] = {"timePerOutputTokenMs": 10}
+    slow["spec"]["variants"][0].pop("maxRequestsPerSecond")
+    slow["spec"]["variants"][0]["profile"] = {
+        "prefillTokensPerSecond": 5000,
+        "decodeStepMs": {"base": 40, "perSequence": 1},
+        "maxConcurrency": 16,
+    }
+    apply(custom, namespace, slow)
     wait_ready(kube, custom, namespace, "fine")
 
     def scheduled_false() -> dict[str, Any] | None:
@@ -273,6 +285,10 @@ def test_impossible_model_is_not_scheduled_while_others_run(
     cond = kube.wait_for("Scheduled=False", scheduled_false, timeout=30)
     assert cond["reason"] in {"NoMatchingPool", "Infeasible"}
     assert "cannot be placed" in cond["message"]
+    slow_cond = condition(get_model(custom, namespace, "slow"), "Scheduled")
+    assert (slow_cond["status"], slow_cond["reason"]) == ("False", "Infeasible")
+    assert "latency SLO" in slow_cond["message"]
+    assert set(deployments(kube, namespace)) == {"fine-nvidia-l4-e2e-l4"}
 
 
 def test_bad_model_is_rejected_by_the_api_server(
@@ -328,3 +344,305 @@ def test_cordoned_pool_spills_by_priority(
         assert condition(high_obj, "Scheduled")["status"] == "True"
     finally:
         patch(False)
+
+
+# --- Reacting to the cluster: pools and nodes of a test's own --------------------------------
+
+
+class PrivatePools:
+    """AcceleratorPools with kwok nodes of their own (built like the sandbox builds its nodes),
+    so a test may taint, delete or remove them without touching the shared e2e pools."""
+
+    def __init__(self, kube: Any, custom: Any, tag: str) -> None:
+        self.kube, self.custom, self.tag = kube, custom, tag
+        self.pools: list[str] = []
+        self.nodes: list[str] = []
+
+    def add(self, suffix: str, *, nodes: int, per_node: int, cost: float) -> str:
+        from infleet.api import AcceleratorPool
+        from infleet.sandbox.nodes import pool_nodes
+
+        name = f"{self.tag}-{suffix}"
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "AcceleratorPool",
+            "metadata": {"name": name},
+            "spec": {
+                "acceleratorType": "nvidia-a100-80gb",
+                "acceleratorsPerNode": per_node,
+                "nodeSelector": {"infleet.io/e2e-pool": name},
+                "costPerAcceleratorHour": cost,
+                "maxAccelerators": nodes * per_node,
+            },
+        }
+        self.custom.create_cluster_custom_object(GROUP, VERSION, "acceleratorpools", body)
+        self.pools.append(name)
+        for node in pool_nodes(AcceleratorPool.model_validate(body)):
+            self.kube.core.create_node(node)
+            self.nodes.append(node["metadata"]["name"])
+        self.kube.wait_for(f"nodes of {name} Ready", lambda: self._ready(name), timeout=60)
+        return name
+
+    def _ready(self, pool: str) -> bool:
+        items = self.kube.core.list_node(label_selector=f"infleet.io/e2e-pool={pool}").items
+        return bool(items) and all(
+            any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+            for n in items
+        )
+
+    def node_names(self, pool: str) -> list[str]:
+        items = self.kube.core.list_node(label_selector=f"infleet.io/e2e-pool={pool}").items
+        return sorted(n.metadata.name for n in items)
+
+    def delete_pool(self, name: str) -> None:
+        self.custom.delete_cluster_custom_object(GROUP, VERSION, "acceleratorpools", name)
+
+    def cleanup(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        for name in self.pools:
+            try:
+                self.delete_pool(name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        for node in self.nodes:
+            try:
+                self.kube.core.delete_node(node)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+
+@pytest.fixture
+def private(kube: Any, custom: Any, cluster: Any, namespace: str) -> Iterator[PrivatePools]:
+    if cluster.sandbox_dir is None:
+        pytest.skip("needs kwok nodes: runs on the infleet sandbox only")
+    pools = PrivatePools(kube, custom, f"p{namespace[-6:]}")
+    yield pools
+    pools.cleanup()
+
+
+def a100(name: str, pools: list[str], *, rps: float, capacity: float) -> dict[str, Any]:
+    body = model(name, pool=pools[0], accelerator="nvidia-a100-80gb", rps=rps, capacity=capacity)
+    body["spec"]["variants"][0]["pools"] = pools
+    return body
+
+
+def live_placements(kube: Any, namespace: str) -> dict[str, tuple[str, int]]:
+    """Deployment name -> (pool, replicas) for infleet's Deployments of the namespace."""
+    return {
+        name: (d.metadata.labels["infleet.io/pool"], d.spec.replicas)
+        for name, d in deployments(kube, namespace).items()
+    }
+
+
+def test_unschedulable_replicas_spill_to_another_pool(
+    kube: Any, custom: Any, namespace: str, operator: Operator, private: PrivatePools
+) -> None:
+    """The cheap pool's only node is tainted (a failing GPU, say): the operator still counts its
+    accelerators, so it places there; the pods stay Pending as Unschedulable and, after the
+    3 s grace period, the model moves to the dearer pool and stays there."""
+    cheap = private.add("cheap", nodes=1, per_node=8, cost=0.5)
+    dear = private.add("dear", nodes=1, per_node=8, cost=1.0)
+    for node in private.node_names(cheap):
+        taint = {"key": "e2e.infleet.io/broken", "value": "gpu", "effect": "NoSchedule"}
+        kube.core.patch_node(node, {"spec": {"taints": [taint]}})
+    apply(custom, namespace, a100("chat", [cheap, dear], rps=4, capacity=4))  # 5 req/s: 2
+
+    seen: set[str] = set()
+
+    def spilled() -> dict[str, Any] | None:
+        obj = get_model(custom, namespace, "chat")
+        if placements(obj) == {("nvidia-a100-80gb", cheap): 2}:
+            seen.add("placed on cheap")
+        for pod in kube.pods(namespace, f"infleet.io/pool={cheap}"):
+            if any(c.reason == "Unschedulable" for c in pod.status.conditions or []):
+                seen.add("unschedulable")
+        ready = condition(obj, "Ready").get("status") == "True"
+        return obj if ready and placements(obj) == {("nvidia-a100-80gb", dear): 2} else None
+
+    obj = kube.wait_for("spill to the dear pool", spilled, timeout=60, interval=0.3)
+    assert seen == {"placed on cheap", "unschedulable"}
+    assert obj["status"]["readyReplicas"] == 2
+    kube.wait_for(
+        "the cheap pool's Deployment removed",
+        lambda: {p for p, _ in live_placements(kube, namespace).values()} == {dear},
+        timeout=30,
+    )
+    for p in kube.pods(namespace, "infleet.io/model=chat"):
+        if p.metadata.deletion_timestamp is None:
+            assert kube.node_labels(p.spec.node_name)["infleet.io/e2e-pool"] == dear
+    # The reduced capacity is held: several cycles later the model has not moved back.
+    time.sleep(6)
+    assert live_placements(kube, namespace) == {
+        f"chat-nvidia-a100-80gb-{dear}": (dear, 2),
+    }
+
+
+def test_deleted_node_shrinks_the_pool_and_lower_priority_gives_way(
+    kube: Any, custom: Any, namespace: str, operator: Operator, private: PrivatePools
+) -> None:
+    pool = private.add("shrink", nodes=2, per_node=4, cost=1.0)
+    high = a100("high", [pool], rps=6, capacity=2)  # 7.5 req/s: 4 replicas
+    low = a100("low", [pool], rps=6, capacity=2)
+    high["spec"]["priority"] = 10
+    apply(custom, namespace, high)
+    apply(custom, namespace, low)
+    wait_ready(kube, custom, namespace, "high")
+    wait_ready(kube, custom, namespace, "low")
+
+    kube.core.delete_node(private.node_names(pool)[0])
+
+    def low_gave_way() -> dict[str, Any] | None:
+        obj = get_model(custom, namespace, "low")
+        return obj if condition(obj, "Scheduled").get("status") == "False" else None
+
+    low_obj = kube.wait_for("low priority gives way", low_gave_way, timeout=30)
+    assert condition(low_obj, "Scheduled")["reason"] == "CapacityShortage"
+    assert placements(low_obj) == {}
+    high_obj = get_model(custom, namespace, "high")
+    assert condition(high_obj, "Scheduled")["status"] == "True"
+    assert placements(high_obj) == {("nvidia-a100-80gb", pool): 4}
+    kube.wait_for(
+        "only high's Deployment left",
+        lambda: live_placements(kube, namespace) == {f"high-nvidia-a100-80gb-{pool}": (pool, 4)},
+        timeout=30,
+    )
+    pool_status = custom.get_cluster_custom_object(GROUP, VERSION, "acceleratorpools", pool)
+    assert pool_status["status"]["nodes"] == 1
+    assert pool_status["status"]["allocatableAccelerators"] == 4
+
+
+def test_deleted_pool_moves_its_models_elsewhere(
+    kube: Any, custom: Any, namespace: str, operator: Operator, private: PrivatePools
+) -> None:
+    cheap = private.add("going", nodes=1, per_node=8, cost=0.5)
+    dear = private.add("staying", nodes=1, per_node=8, cost=1.0)
+    apply(custom, namespace, a100("chat", [cheap, dear], rps=8, capacity=4))  # 10 req/s: 3
+    obj = wait_ready(kube, custom, namespace, "chat")
+    assert placements(obj) == {("nvidia-a100-80gb", cheap): 3}
+
+    private.delete_pool(cheap)
+    kube.wait_for(
+        "the model on the remaining pool, Ready",
+        lambda: (
+            placements(o := get_model(custom, namespace, "chat")) == {("nvidia-a100-80gb", dear): 3}
+            and condition(o, "Ready").get("status") == "True"
+        ),
+        timeout=60,
+    )
+    kube.wait_for(
+        "the deleted pool's Deployment removed",
+        lambda: live_placements(kube, namespace) == {f"chat-nvidia-a100-80gb-{dear}": (dear, 3)},
+        timeout=30,
+    )
+
+
+def test_deleted_model_is_garbage_collected_and_foreign_lookalikes_survive(
+    kube: Any, custom: Any, namespace: str, operator: Operator, make_deployment: Any
+) -> None:
+    from infleet.core.children import MODEL_ANNOTATION, POOL_ANNOTATION, VARIANT_ANNOTATION
+
+    apply(
+        custom, namespace, model("chat", pool="e2e-l4", accelerator="nvidia-l4", rps=1, capacity=2)
+    )
+    wait_ready(kube, custom, namespace, "chat")
+    # Same labels and annotations as infleet's own, but no ModelDeployment owner: not ours.
+    lookalike = make_deployment(
+        "chat-by-hand", 0, "nvidia.com/gpu", 1, {"infleet.io/e2e-pool": "l4"}
+    )
+    labels = {
+        "app.kubernetes.io/managed-by": "infleet",
+        "infleet.io/model": "chat",
+        "infleet.io/variant": "nvidia-l4",
+        "infleet.io/pool": "e2e-l4",
+    }
+    lookalike["metadata"]["labels"].update(labels)
+    lookalike["metadata"]["annotations"] = {
+        MODEL_ANNOTATION: "chat",
+        VARIANT_ANNOTATION: "nvidia-l4",
+        POOL_ANNOTATION: "e2e-l4",
+    }
+    kube.apps.create_namespaced_deployment(namespace, lookalike)
+    owned = set(deployments(kube, namespace)) - {"chat-by-hand"}
+    assert owned == {"chat-nvidia-l4-e2e-l4"}
+
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", "chat")
+    kube.wait_for(
+        "the model's Deployment garbage-collected",
+        lambda: set(deployments(kube, namespace)) == {"chat-by-hand"},
+        timeout=60,
+    )
+
+    def service_gone() -> bool:
+        return not kube.core.list_namespaced_service(namespace).items
+
+    kube.wait_for("the model's Service garbage-collected", service_gone, timeout=60)
+    time.sleep(5)  # two more fleet cycles see the look-alike
+    assert set(deployments(kube, namespace)) == {"chat-by-hand"}
+    assert (
+        kube.apps.read_namespaced_deployment("chat-by-hand", namespace).metadata.labels[
+            "app.kubernetes.io/managed-by"
+        ]
+        == "infleet"
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_operator_metrics_and_healthz(
+    kube: Any, custom: Any, cluster: Any, pools: None, namespace: str, tmp_path: Path
+) -> None:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = _free_port()
+    op = Operator(cluster.kubeconfig, namespace, tmp_path / "operator.log", metrics_port=port)
+    op.start()
+    try:
+        apply(custom, namespace, model("chat", pool="e2e-h100", rps=16, capacity=10))  # 2
+        apply(custom, namespace, model("nowhere", pool="no-such-pool", accelerator="tpu-v9"))
+        wait_ready(kube, custom, namespace, "chat")
+
+        def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except httpx.HTTPError:
+                return {}
+            return {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+            }
+
+        chat = (("model", "chat"), ("namespace", namespace), ("pool", "e2e-h100"))
+
+        def converged() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+            samples = scrape()
+            return samples if samples.get(("infleet_ready_replicas", chat)) == 2 else None
+
+        samples = kube.wait_for("ready replicas in /metrics", converged, timeout=30)
+        assert samples[("infleet_desired_replicas", chat)] == 2
+        assert samples[("infleet_fleet_cost_per_hour", ())] == 6.0  # 2 x 1 H100 x $3
+        assert samples[("infleet_fleet_cycle_seconds_count", ())] >= 1
+        assert samples[("infleet_planner_seconds_count", ())] >= 1
+        assert samples[("infleet_last_cycle_timestamp_seconds", ())] > time.time() - 60
+        nowhere = (("model", "nowhere"), ("namespace", namespace))
+        assert samples[("infleet_unmet_requests_per_second", nowhere)] == 20.0  # 16 / 0.8
+        unmet_chat = samples[("infleet_unmet_requests_per_second", chat[:2])]
+        assert unmet_chat == 0
+        for stage in ("cycle", "apply", "delete", "status"):
+            assert samples[("infleet_reconcile_errors_total", (("stage", stage),))] == 0
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert health.status_code == 200
+    finally:
+        op.stop()
+        print(op.log.read_text()[-4000:])

@@ -96,6 +96,31 @@ def test_inventory_subtracts_others_and_held_capacity() -> None:
     assert (inv.nodes, inv.ready_nodes) == (3, 2)
 
 
+def test_unschedulable_replicas_make_the_pool_count_as_full() -> None:
+    """16 accelerators on two Ready nodes, 2 used by infleet, 3 by others; a pending replica
+    of 2 past the grace period: the 11 left over are not trusted any more."""
+    pools = [pool("a")]
+    nodes = [node("n1", "a"), node("n2", "a")]
+    pods = [
+        pod(2, node_name="n1"),
+        pod(3, node_name="n2", ours=False),
+        pod(2, unschedulable_at="2026-01-01T11:58:00Z"),
+    ]
+    usage = pool_usage(pools, nodes, pods, now=NOW, grace_seconds=60)
+    book = HoldBook()
+    inv = inventories(pools, nodes, usage, book, now=0.0, hold_seconds=600)["a"]
+    assert inv.allocatable_accelerators == 16
+    assert inv.planning_capacity == 2  # what infleet runs there now
+    assert inv.free_accelerators == 0
+    # The pending replica moved away: the pool stays full while the hold lasts...
+    moved = pool_usage(pools, nodes, pods[:2], now=NOW, grace_seconds=60)
+    inv = inventories(pools, nodes, moved, book, now=300.0, hold_seconds=600)["a"]
+    assert inv.planning_capacity == 2
+    # ... and is trusted again when it expires.
+    inv = inventories(pools, nodes, moved, book, now=601.0, hold_seconds=600)["a"]
+    assert inv.planning_capacity == 13
+
+
 def test_hold_keeps_capacity_out_until_expiry_or_new_nodes() -> None:
     book = HoldBook()
     assert book.unavailable("a", seen=4, allocatable=16, now=0, hold_seconds=100) == 4

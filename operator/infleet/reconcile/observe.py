@@ -294,7 +294,8 @@ def inventories(
     hold_seconds: float,
 ) -> dict[str, PoolInventory]:
     """Each pool's inventory: allocatable on Ready nodes, infleet's use, and what is unavailable
-    (others' pods plus capacity held after unschedulable replicas)."""
+    (others' pods, plus, once replicas stayed unschedulable, everything not in use: the pool
+    counts as full, and stays so while the hold lasts)."""
     result: dict[str, PoolInventory] = {}
     for pool in pools:
         name = pool.metadata.name
@@ -307,9 +308,14 @@ def inventories(
             nodes=nodes,
             allocated_accelerators=use.infleet,
         )
+        # A replica that cannot be scheduled proves the pool has no room for more, whatever
+        # its nodes advertise (taints, fragmentation, a device plugin gone bad): the pool
+        # counts as full, i.e. everything beyond what runs there now is unavailable.
+        full = base.allocatable_accelerators - use.infleet - use.others
+        seen = max(use.unschedulable, full) if use.unschedulable else 0
         held = holds.unavailable(
             name,
-            seen=use.unschedulable,
+            seen=seen,
             allocatable=base.allocatable_accelerators,
             now=now,
             hold_seconds=hold_seconds,

@@ -11,6 +11,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+ERROR_STAGES = ("cycle", "build", "apply", "delete", "status", "pool-status", "event")
+"""Stages `infleet_reconcile_errors{stage}` counts: a failed cycle (the cluster could not be
+read), building a child, applying it, deleting one, writing a model's or a pool's status,
+posting an Event."""
+
 _CYCLE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 
 
@@ -62,6 +67,10 @@ class OperatorMetrics:
             ["stage"],
             registry=r,
         )
+        # Every stage's series exists from the start at 0, so `rate()` and alerts see the
+        # first error as an increase rather than as a new series.
+        for stage in ERROR_STAGES:
+            self.reconcile_errors.labels(stage)
         self.last_cycle_end = Gauge(
             "infleet_last_cycle_timestamp_seconds",
             "When the last fleet cycle ended (Unix time).",
