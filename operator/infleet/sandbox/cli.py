@@ -12,6 +12,7 @@ import click
 
 from infleet.sandbox.binaries import REPO_ROOT, BinariesError
 from infleet.sandbox.cluster import Sandbox, SandboxError, default_state_dir, echo_stderr
+from infleet.sandbox.load_cli import load, perf, start, startup_scale, stop
 from infleet.sandbox.pools import PoolFileError, load_pools
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,6 +38,10 @@ def _sandbox(directory: Path | None) -> Sandbox:
 @click.group()
 def sandbox() -> None:
     """A real Kubernetes control plane on this machine, with kwok nodes for AcceleratorPools."""
+
+
+for _command in (load, perf, startup_scale, stop, start):
+    sandbox.add_command(_command)
 
 
 @sandbox.command()

@@ -44,6 +44,8 @@ COMPONENTS = (
     "prometheus",
 )
 """Start order; `down` stops them in reverse."""
+ENGINE = "engine"
+"""The simulated inference engines (infleet.sandbox.engine); started last, stopped first."""
 
 Echo = Callable[[str], None]
 
@@ -454,9 +456,32 @@ class Sandbox:
             f"({created} created, {updated} updated, {removed} removed;"
             f" {applied:.1f}s to apply, {time.monotonic() - t_nodes:.1f}s to Ready)"
         )
+        self.start_engine(say)
         elapsed = time.monotonic() - started
         say(f"sandbox up in {elapsed:.1f}s; state in {self.dir}")
         return elapsed
+
+    def start_engine(self, echo: Echo | None = None) -> None:
+        """Start the simulated engines (infleet.sandbox.engine) unless they run already."""
+        argv = [sys.executable, "-m", "infleet.sandbox.engine", f"--dir={self.dir}"]
+        say: Echo = echo or (lambda line: None)
+        if self.processes.running(ENGINE) is not None:
+            say(f"{ENGINE}: already running")
+            return
+        record = self.processes.start(ENGINE, argv, self.logs / f"{ENGINE}.log", cwd=self.dir)
+        say(f"{ENGINE}: started (pid {record.pid})")
+
+    def stop_component(self, component: str) -> bool:
+        """Stop one component (e.g. Prometheus, to test a metrics outage); True when it ran."""
+        return self.processes.stop(component)
+
+    def start_component(self, component: str, timeout: float = 60.0) -> None:
+        """Start one stopped component again with its recorded ports and data."""
+        if component == ENGINE:
+            self.start_engine()
+            return
+        self._ensure_running([component], lambda line: None)
+        self._wait_healthy([component], timeout)
 
     def reload_prometheus(self) -> None:
         """Ask Prometheus to re-read its configuration file."""

@@ -20,6 +20,8 @@ import yaml
 JOBS = ("infleet-operator", "infleet-engines")
 """Scrape jobs with a targets directory each."""
 SCRAPE_INTERVAL = "5s"
+ENGINES_JOB = "infleet-engines"
+ENGINES_SCRAPE_INTERVAL = "2s"
 
 
 def scrape_config(targets_dir: Path, self_address: str) -> dict[str, Any]:
@@ -28,14 +30,16 @@ def scrape_config(targets_dir: Path, self_address: str) -> dict[str, Any]:
         {"job_name": "prometheus", "static_configs": [{"targets": [self_address]}]}
     ]
     for job in JOBS:
-        jobs.append(
-            {
-                "job_name": job,
-                "file_sd_configs": [
-                    {"files": [str(targets_dir / job / "*.json")], "refresh_interval": "5s"}
-                ],
-            }
-        )
+        entry: dict[str, Any] = {
+            "job_name": job,
+            "file_sd_configs": [
+                {"files": [str(targets_dir / job / "*.json")], "refresh_interval": "5s"}
+            ],
+        }
+        if job == ENGINES_JOB:
+            # The simulated engines change within seconds; tests wait for a few scrapes.
+            entry["scrape_interval"] = ENGINES_SCRAPE_INTERVAL
+        jobs.append(entry)
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
         "scrape_configs": jobs,
