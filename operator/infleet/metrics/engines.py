@@ -1,0 +1,206 @@
+"""PromQL per signal and per inference engine (pure: strings in, strings out).
+
+Which series belong to a model
+------------------------------
+A :class:`Selector` matches the model's pods by ``namespace`` plus, where the engine labels its
+metrics with the served model, ``model_name="<spec.model>"`` (vLLM and SGLang do). Pass the
+model's Deployment names as ``deployments`` to narrow it to pods ``<deployment>-<hash>-<hash>``
+(one variant, or two ModelDeployments serving the same model id in one namespace). TGI has no
+model label, so it is matched by pod names only: the given Deployments, or the model's own
+name as prefix. ``namespace`` and ``pod`` are the labels Kubernetes service discovery
+attaches in the usual ``PodMonitor``/relabelling setups; the sandbox's engines export them
+directly.
+
+Signals (``None`` where an engine does not export one)
+-----------------------------------------------------
+* ``request_rate``: vLLM ``rate(vllm:request_success_total)``; SGLang the count of
+  ``sglang:e2e_request_latency_seconds``; TGI ``tgi_request_success`` (or
+  ``tgi_request_count``).
+* ``queue_length``: ``vllm:num_requests_waiting``, ``sglang:num_queue_reqs``,
+  ``tgi_queue_size``, summed; ``queue_growth``: ``deriv`` of that sum over a subquery.
+* ``ttft``: ``histogram_quantile`` over ``vllm:time_to_first_token_seconds`` /
+  ``sglang:time_to_first_token_seconds``; TGI exports none.
+* ``tpot``: ``vllm:inter_token_latency_seconds``, falling back to the older
+  ``vllm:time_per_output_token_seconds`` (SGLang alike);
+  TGI ``tgi_request_mean_time_per_token_duration``.
+* token rates: ``*:prompt_tokens_total`` / ``*:generation_tokens_total``; TGI the ``_sum`` of
+  ``tgi_request_input_length`` / ``tgi_request_generated_tokens``.
+* ``kv_cache_usage``: ``avg(vllm:kv_cache_usage_perc)``, older ``vllm:gpu_cache_usage_perc``;
+  SGLang ``sglang:token_usage``; TGI exports none.
+* ``last_scrape``: ``max(timestamp(<a gauge>))``, the newest scrape behind the figures;
+  ``replicas``: pods reporting.
+
+Rates use a window (default ``1m``: several scrapes at the usual 15 s interval, and at the
+sandbox's 2 s). Percentiles are computed with ``histogram_quantile`` over the buckets summed
+across the model's pods, so they are fleet-wide percentiles, not averages of per-pod ones.
+
+Per-model overrides (``spec.metrics``) replace a default query as written; ``inputTokens``
+and ``outputTokens`` are token *rates*, divided by the request rate for the mean. The queue
+growth is derived from the ``queueLength`` override when one is given.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields, replace
+
+from infleet.api import Engine, MetricsOverrides
+
+__all__ = ["ModelQueries", "Selector", "model_queries"]
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which series belong to the model (see the module docs)."""
+
+    namespace: str
+    model_name: str | None = None
+    """``model_name`` label value (``spec.model``); ``None``: not matched on."""
+    pod_prefixes: tuple[str, ...] = ()
+    """Deployment names: pods named ``<deployment>-<replicaset hash>-<pod hash>``."""
+    pod_name_prefix: str | None = None
+    """Without ``pod_prefixes``: pods whose name starts with ``<this>-`` (TGI's fallback)."""
+
+    def matchers(self) -> str:
+        """The label matchers, without braces."""
+        parts = [f"namespace={_quote(self.namespace)}"]
+        if self.model_name is not None:
+            parts.append(f"model_name={_quote(self.model_name)}")
+        if self.pod_prefixes:
+            names = "|".join(re.escape(p) for p in sorted(set(self.pod_prefixes)))
+            parts.append(f"pod=~{_quote(f'({names})-[a-z0-9]+-[a-z0-9]+')}")
+        elif self.pod_name_prefix is not None:
+            parts.append(f"pod=~{_quote(re.escape(self.pod_name_prefix) + '-.*')}")
+        return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class ModelQueries:
+    """One PromQL expression per signal; ``None`` when the engine has no such metric."""
+
+    request_rate: str | None
+    """Completed requests/s."""
+    queue_length: str | None
+    """Requests waiting."""
+    queue_growth: str | None
+    """Change of the waiting queue, requests/s (negative when draining)."""
+    ttft: str | None
+    """Time to first token at the percentile, seconds."""
+    tpot: str | None
+    """Inter-token latency at the percentile, seconds."""
+    input_token_rate: str | None
+    """Prompt tokens/s."""
+    output_token_rate: str | None
+    """Generated tokens/s."""
+    kv_cache_usage: str | None
+    """Mean KV-cache usage over the pods, 0-1."""
+    last_scrape: str | None
+    """Unix time of the newest scrape behind the figures."""
+    replicas: str | None
+    """Pods reporting."""
+
+    def items(self) -> list[tuple[str, str | None]]:
+        """``(signal, query)`` pairs in field order."""
+        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+
+
+def _quantile(q: float, histograms: tuple[str, ...], sel: str, window: str) -> str:
+    parts = [
+        f"histogram_quantile({q:g}, sum by (le) (rate({name}_bucket{{{sel}}}[{window}])))"
+        for name in histograms
+    ]
+    return " or ".join(parts)
+
+
+def _rate(counters: tuple[str, ...], sel: str, window: str) -> str:
+    return " or ".join(f"sum(rate({name}{{{sel}}}[{window}]))" for name in counters)
+
+
+def _growth(queue: str, window: str) -> str:
+    return f"deriv(({queue})[{window}:])"
+
+
+def _default(engine: Engine, selector: Selector, q: float, window: str) -> ModelQueries:
+    if engine is Engine.VLLM or engine is Engine.SGLANG:
+        sel = selector.matchers()
+        if engine is Engine.VLLM:
+            p = "vllm:"
+            success: tuple[str, ...] = ("vllm:request_success_total",)
+            kv: tuple[str, ...]
+            waiting = "vllm:num_requests_waiting"
+            running = "vllm:num_requests_running"
+            itl = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
+            kv = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+        else:
+            p = "sglang:"
+            success = ("sglang:e2e_request_latency_seconds_count",)
+            waiting = "sglang:num_queue_reqs"
+            running = "sglang:num_running_reqs"
+            itl = ("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds")
+            kv = ("sglang:token_usage",)
+        queue = f"sum({waiting}{{{sel}}})"
+        return ModelQueries(
+            request_rate=_rate(success, sel, window),
+            queue_length=queue,
+            queue_growth=_growth(queue, window),
+            ttft=_quantile(q, (f"{p}time_to_first_token_seconds",), sel, window),
+            tpot=_quantile(q, itl, sel, window),
+            input_token_rate=_rate((f"{p}prompt_tokens_total",), sel, window),
+            output_token_rate=_rate((f"{p}generation_tokens_total",), sel, window),
+            kv_cache_usage=" or ".join(f"avg({name}{{{sel}}})" for name in kv),
+            last_scrape=f"max(timestamp({running}{{{sel}}}))",
+            replicas=f"count({running}{{{sel}}})",
+        )
+    if engine is Engine.TGI:
+        sel = replace(selector, model_name=None).matchers()
+        queue = f"sum(tgi_queue_size{{{sel}}})"
+        return ModelQueries(
+            request_rate=_rate(("tgi_request_success", "tgi_request_count"), sel, window),
+            queue_length=queue,
+            queue_growth=_growth(queue, window),
+            ttft=None,
+            tpot=_quantile(q, ("tgi_request_mean_time_per_token_duration",), sel, window),
+            input_token_rate=_rate(("tgi_request_input_length_sum",), sel, window),
+            output_token_rate=_rate(("tgi_request_generated_tokens_sum",), sel, window),
+            kv_cache_usage=None,
+            last_scrape=f"max(timestamp(tgi_queue_size{{{sel}}}))",
+            replicas=f"count(tgi_queue_size{{{sel}}})",
+        )
+    return ModelQueries(None, None, None, None, None, None, None, None, None, None)
+
+
+def model_queries(
+    engine: Engine,
+    selector: Selector,
+    percentile: float,
+    *,
+    window: str = "1m",
+    overrides: MetricsOverrides | None = None,
+) -> ModelQueries:
+    """The queries for one model (or one variant's pods) of ``engine`` (module docs)."""
+    if not 0 < percentile < 100:
+        raise ValueError(f"percentile must be strictly between 0 and 100, got {percentile!r}")
+    if not re.fullmatch(r"[0-9]+(ms|s|m|h)", window):
+        raise ValueError(f"window must be a PromQL duration such as 30s or 1m, got {window!r}")
+    queries = _default(engine, selector, percentile / 100.0, window)
+    if overrides is None:
+        return queries
+    queue = overrides.queue_length or queries.queue_length
+    growth = queries.queue_growth
+    if overrides.queue_length:
+        growth = _growth(overrides.queue_length, window)
+    return replace(
+        queries,
+        request_rate=overrides.request_rate or queries.request_rate,
+        queue_length=queue,
+        queue_growth=growth,
+        ttft=overrides.ttft or queries.ttft,
+        tpot=overrides.tpot or queries.tpot,
+        input_token_rate=overrides.input_tokens or queries.input_token_rate,
+        output_token_rate=overrides.output_tokens or queries.output_token_rate,
+        kv_cache_usage=overrides.kv_cache_usage or queries.kv_cache_usage,
+    )

@@ -1,0 +1,231 @@
+"""One model's live signals from Prometheus, as the autoscaling policy consumes them.
+
+The operator calls, per model and cycle::
+
+    metrics = read_model_metrics(client, model, now=time.time())
+    decision = decide_demand(state, metrics.observation, ctx, policy, now)
+    variants = read_variant_observations(client, model, deployments, capacity, now=...)
+
+``now`` is Unix time (Prometheus' clock). Nothing here raises on a Prometheus outage or a bad
+query: the figures are ``None``, ``data_age_seconds`` is infinite when nothing fresh was read,
+and ``errors`` says what went wrong; the policy then holds (``MetricsAvailable=False``).
+
+**Freshness.** ``data_age_seconds`` is ``now`` minus the newest scrape of the model's pods
+(``max(timestamp(<gauge>))``), so a Prometheus that answers from old data, or engines that
+stopped being scraped, read as stale. Engines without a default freshness query (``custom``)
+report age 0 whenever the request rate answers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from infleet.api import Engine, ModelDeployment
+from infleet.core.autoscale import Observation
+from infleet.core.calibration import VariantObservation
+from infleet.core.children import dns_label
+from infleet.metrics.engines import ModelQueries, Selector, model_queries
+from infleet.metrics.prometheus import (
+    PrometheusClient,
+    PrometheusError,
+    PrometheusHTTPError,
+    PrometheusUnreachable,
+    finite,
+)
+
+__all__ = [
+    "ModelMetrics",
+    "model_selector",
+    "read_model_metrics",
+    "read_model_observation",
+    "read_variant_observations",
+]
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """Every signal read for one model (or one variant's pods); ``None`` = not observed."""
+
+    request_rate: float | None = None
+    """Completed requests/s."""
+    queue_length: float | None = None
+    queue_growth: float | None = None
+    """Requests/s the waiting queue grew by over the window (negative: draining)."""
+    ttft_ms: float | None = None
+    """TTFT at the SLO percentile."""
+    tpot_ms: float | None = None
+    """Inter-token latency at the SLO percentile."""
+    mean_input_tokens: float | None = None
+    mean_output_tokens: float | None = None
+    kv_cache_usage: float | None = None
+    """Mean over the pods, 0-1."""
+    replicas: int | None = None
+    """Pods reporting."""
+    wake_demand: float | None = None
+    """Value of ``spec.scaleToZero.wakeQuery`` (not read for variants)."""
+    data_age_seconds: float = math.inf
+    """Seconds since the newest scrape; infinite when nothing was read."""
+    errors: tuple[str, ...] = field(default_factory=tuple)
+    """What failed, one sentence each."""
+
+    @property
+    def arrival_rate(self) -> float | None:
+        """Completions plus queue growth: requests/s arriving (the queue only adds)."""
+        if self.request_rate is None:
+            return None
+        return self.request_rate + max(0.0, self.queue_growth or 0.0)
+
+    @property
+    def observation(self) -> Observation:
+        """The :class:`~infleet.core.autoscale.Observation` for ``decide_demand``.
+
+        ``request_rate`` is completions only: the policy adds queue growth itself from
+        consecutive cycles' queue lengths.
+        """
+        return Observation(
+            request_rate=self.request_rate,
+            queue_length=self.queue_length,
+            ttft_ms=self.ttft_ms,
+            tpot_ms=self.tpot_ms,
+            mean_input_tokens=self.mean_input_tokens,
+            mean_output_tokens=self.mean_output_tokens,
+            data_age_seconds=self.data_age_seconds,
+            wake_demand=self.wake_demand,
+        )
+
+
+def model_selector(model: ModelDeployment, deployments: Sequence[str] = ()) -> Selector:
+    """The series of ``model``'s pods (of ``deployments`` only, when given)."""
+    namespace = model.metadata.namespace or "default"
+    prefix = None if deployments else dns_label(model.metadata.name)
+    return Selector(
+        namespace=namespace,
+        model_name=model.spec.model if model.spec.engine is not Engine.TGI else None,
+        pod_prefixes=tuple(deployments),
+        pod_name_prefix=prefix if model.spec.engine is Engine.TGI else None,
+    )
+
+
+class _Reader:
+    def __init__(self, client: PrometheusClient) -> None:
+        self.client = client
+        self.errors: list[str] = []
+        self.down = False
+
+    def value(self, signal: str, query: str | None) -> float | None:
+        if query is None or self.down:
+            return None
+        try:
+            return finite(self.client.query_value(query))
+        except (PrometheusUnreachable, PrometheusHTTPError) as exc:
+            self.down = True  # no point asking an unreachable server nine more times
+            self.errors.append(str(exc))
+        except PrometheusError as exc:
+            self.errors.append(f"{signal}: {exc}")
+        return None
+
+
+def _per_request(token_rate: float | None, request_rate: float | None) -> float | None:
+    if token_rate is None or not request_rate:
+        return None
+    return token_rate / request_rate
+
+
+def _read(
+    client: PrometheusClient, queries: ModelQueries, now: float, wake_query: str | None
+) -> ModelMetrics:
+    reader = _Reader(client)
+    got = {signal: reader.value(signal, query) for signal, query in queries.items()}
+    wake = reader.value("wakeQuery", wake_query)
+    rate = got["request_rate"]
+    last = got["last_scrape"]
+    if last is not None:
+        age = max(0.0, now - last)
+    elif queries.last_scrape is None and rate is not None:
+        age = 0.0
+    else:
+        age = math.inf
+    ttft, tpot = got["ttft"], got["tpot"]
+    replicas = got["replicas"]
+    return ModelMetrics(
+        request_rate=rate,
+        queue_length=got["queue_length"],
+        queue_growth=got["queue_growth"],
+        ttft_ms=None if ttft is None else ttft * 1000.0,
+        tpot_ms=None if tpot is None else tpot * 1000.0,
+        mean_input_tokens=_per_request(got["input_token_rate"], rate),
+        mean_output_tokens=_per_request(got["output_token_rate"], rate),
+        kv_cache_usage=got["kv_cache_usage"],
+        replicas=None if replicas is None else round(replicas),
+        wake_demand=wake,
+        data_age_seconds=age,
+        errors=tuple(reader.errors),
+    )
+
+
+def read_model_metrics(
+    client: PrometheusClient,
+    model: ModelDeployment,
+    now: float,
+    *,
+    deployments: Sequence[str] = (),
+    window: str = "1m",
+) -> ModelMetrics:
+    """All signals of ``model`` at Unix time ``now``, with its overrides and wake query."""
+    queries = model_queries(
+        model.spec.engine,
+        model_selector(model, deployments),
+        model.spec.slo.percentile,
+        window=window,
+        overrides=model.spec.metrics,
+    )
+    return _read(client, queries, now, model.spec.scale_to_zero.wake_query)
+
+
+def read_model_observation(
+    client: PrometheusClient, model: ModelDeployment, now: float, *, window: str = "1m"
+) -> Observation:
+    """:func:`read_model_metrics` reduced to the policy's :class:`Observation`."""
+    return read_model_metrics(client, model, now, window=window).observation
+
+
+def read_variant_observations(
+    client: PrometheusClient,
+    model: ModelDeployment,
+    deployments: Mapping[str, Sequence[str]],
+    capacity_per_replica: Mapping[str, float],
+    now: float,
+    *,
+    window: str = "1m",
+) -> dict[str, VariantObservation]:
+    """Per variant: latency at the SLO percentile and utilisation, for calibration.
+
+    ``deployments`` maps a variant name to its Deployment names (one per pool);
+    ``capacity_per_replica`` to its *calibrated* requests/s per replica. Utilisation is the
+    variant's completions/s over (pods reporting x capacity). Engine default queries are used
+    (``spec.metrics`` overrides are per model, not per variant).
+    """
+    out: dict[str, VariantObservation] = {}
+    for variant, names in deployments.items():
+        if not names:
+            continue
+        queries = model_queries(
+            model.spec.engine,
+            model_selector(model, names),
+            model.spec.slo.percentile,
+            window=window,
+        )
+        metrics = _read(client, queries, now, None)
+        capacity = capacity_per_replica.get(variant)
+        utilization = None
+        if metrics.request_rate is not None and metrics.replicas and capacity:
+            utilization = metrics.request_rate / (metrics.replicas * capacity)
+        out[variant] = VariantObservation(
+            ttft_ms=metrics.ttft_ms,
+            tpot_ms=metrics.tpot_ms,
+            utilization=utilization,
+            data_age_seconds=metrics.data_age_seconds,
+        )
+    return out
