@@ -646,3 +646,106 @@ def test_operator_metrics_and_healthz(
     finally:
         op.stop()
         print(op.log.read_text()[-4000:])
+
+
+def test_examples_apply_like_infleet_plan(
+    kube: Any, custom: Any, cluster: Any, tmp_path: Path
+) -> None:
+    """`examples/` as a user applies it: the pools (with kwok nodes built the way `infleet
+    sandbox up --pools examples/` builds them) and the models in namespace `llm`. The operator
+    places them exactly like `infleet plan -f examples/`, with the pools' selectors,
+    tolerations and accelerator resources, and every pod Ready on its pool's nodes."""
+    from kubernetes.client import V1Namespace, V1ObjectMeta
+    from kubernetes.client.exceptions import ApiException
+
+    from infleet.api.manifests import load_manifests
+    from infleet.sandbox.nodes import all_nodes
+
+    if cluster.sandbox_dir is None:
+        pytest.skip("needs kwok nodes for examples' pools: runs on the infleet sandbox only")
+    examples = REPO / "examples"
+    loaded = load_manifests([examples])
+    assert loaded.ok, loaded.errors
+    pool_objs = loaded.pools
+    by_name = {p.metadata.name: p for p in pool_objs}
+    nodes = all_nodes(pool_objs)
+    kubectl = [cluster.kubectl, "--kubeconfig", str(cluster.kubeconfig)]
+    op = Operator(cluster.kubeconfig, "llm", tmp_path / "operator.log")
+    try:
+        for node in nodes:
+            try:
+                kube.core.create_node(node)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        try:
+            kube.core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name="llm")))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        # The operator plans over every AcceleratorPool of the cluster; `infleet plan` sees
+        # only examples/: the e2e pools step aside for this test (their nodes stay).
+        subprocess.run(
+            [*kubectl, "delete", "-f", str(REPO / "tests/e2e/pools"), "--ignore-not-found"],
+            check=True, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        subprocess.run(
+            [*kubectl, "apply", "-f", str(examples / "pools.yaml"),
+             "-f", str(examples / "models.yaml")],
+            check=True, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        op.start()
+        out = subprocess.run(
+            [sys.executable, "-m", "infleet.cli", "plan", "-o", "json", "-f", str(examples)],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        offline: dict[str, dict[tuple[str, str], int]] = {}
+        for p in json.loads(out)["placements"]:
+            offline.setdefault(p["model"], {})[(p["variant"], p["pool"])] = p["replicas"]
+        names = sorted(offline)
+        assert names == ["chat-70b", "chat-8b", "llama-405b", "summarize-8b"]
+
+        objs = {name: wait_ready(kube, custom, "llm", name, timeout=120) for name in names}
+        assert {name: placements(obj) for name, obj in objs.items()} == offline
+
+        live = deployments(kube, "llm")
+        assert len(live) == sum(len(v) for v in offline.values())
+        for d in live.values():
+            pool = by_name[d.metadata.labels["infleet.io/pool"]].spec
+            pod_spec = d.spec.template.spec
+            assert pod_spec.node_selector == pool.node_selector
+            tolerated = {(t.key, t.value, t.effect) for t in pod_spec.tolerations or []}
+            for t in pool.tolerations:
+                assert (t.key, t.value, t.effect.value if t.effect else None) in tolerated
+            server = next(c for c in pod_spec.containers if c.name == "server")
+            per_replica = server.resources.limits[pool.resource_name]
+            assert server.resources.requests[pool.resource_name] == per_replica
+            assert d.status.ready_replicas == d.spec.replicas
+            for p in kube.pods("llm", f"infleet.io/pool={d.metadata.labels['infleet.io/pool']}"):
+                labels = kube.node_labels(p.spec.node_name)
+                assert all(labels.get(k) == v for k, v in pool.node_selector.items())
+    finally:
+        op.stop()
+        print(op.log.read_text()[-4000:])
+        subprocess.run(
+            [*kubectl, "delete", "namespace", "llm", "--wait=false"], capture_output=True
+        )
+        subprocess.run(
+            [*kubectl, "delete", "-f", str(examples / "pools.yaml"), "--ignore-not-found"],
+            capture_output=True,
+        )  # fmt: skip
+        subprocess.run(
+            [*kubectl, "apply", "--server-side", "-f", str(REPO / "tests/e2e/pools")],
+            check=True, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        for node in nodes:
+            try:
+                kube.core.delete_node(node["metadata"]["name"])
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        kube.wait_for(
+            "namespace llm gone",
+            lambda: "llm" not in {n.metadata.name for n in kube.core.list_namespace().items},
+            timeout=120,
+        )

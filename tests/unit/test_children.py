@@ -258,3 +258,57 @@ def test_service_selects_every_pod_of_the_model() -> None:
     assert default["spec"]["ports"] == [
         {"name": "http", "port": 8000, "targetPort": 8000, "protocol": "TCP"}
     ]
+
+
+def _packing_terms(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    affinity = manifest["spec"]["template"]["spec"].get("affinity") or {}
+    preferred = (affinity.get("podAffinity") or {}).get(
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    )
+    return list(preferred or [])
+
+
+def test_partial_node_replicas_prefer_nodes_with_infleet_pods_of_the_pool() -> None:
+    """1 of 8 accelerators per replica: packed next to infleet's pods on the same pool (any
+    namespace), so whole nodes stay free for replicas that need them."""
+    manifest = deployment_manifest(
+        make_model(), variant="nvidia-h100-80gb", pool=make_pool(), replicas=2, owner_uid="u"
+    )
+    assert _packing_terms(manifest) == [
+        {
+            "weight": 100,
+            "podAffinityTerm": {
+                "labelSelector": {
+                    "matchLabels": {MANAGED_BY_LABEL: "infleet", "infleet.io/pool": "h100-spot"}
+                },
+                "namespaceSelector": {},
+                "topologyKey": "kubernetes.io/hostname",
+            },
+        }
+    ]
+
+
+def test_whole_node_replicas_are_not_packed_and_template_affinity_is_kept() -> None:
+    wafer_pool = make_pool("cs3", acceleratorType="cerebras-cs3", acceleratorsPerNode=2)
+    whole = deployment_manifest(
+        make_model(), variant="wafer", pool=wafer_pool, replicas=1, owner_uid="u"
+    )
+    assert _packing_terms(whole) == []
+    own = {"weight": 5, "podAffinityTerm": {"topologyKey": "zone", "labelSelector": {}}}
+    template = {
+        "spec": {
+            "affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [own]}},
+            "containers": [{"name": "server", "image": "vllm"}],
+        }
+    }
+    model = make_model(template=template)
+    manifest = deployment_manifest(
+        model, variant="nvidia-h100-80gb", pool=make_pool(), replicas=1, owner_uid="u"
+    )
+    terms = _packing_terms(manifest)
+    assert terms[0] == own
+    assert [t["weight"] for t in terms] == [5, 100]
+    # The model's own template is not modified in place.
+    assert model.spec.template["spec"]["affinity"]["podAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ] == [own]

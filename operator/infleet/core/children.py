@@ -208,9 +208,43 @@ def pod_template(
     ]
     if pool_tolerations or spec.get("tolerations"):
         spec["tolerations"] = _merge_tolerations(spec.get("tolerations") or [], pool_tolerations)
+    if variant.accelerators_per_replica < pool.spec.accelerators_per_node:
+        _prefer_packing(spec, pool.metadata.name)
     labels = placement_labels(model.metadata.name, variant_name, pool.metadata.name)
     metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
     return template
+
+
+PACKING_WEIGHT = 100
+"""Weight of the preferred pod affinity that packs partial-node replicas (the maximum)."""
+
+
+def _prefer_packing(spec: dict[str, Any], pool_name: str) -> None:
+    """Ask the scheduler to put a replica that uses part of a node next to infleet's other
+    replicas on the pool (preferred pod affinity per node).
+
+    The planner counts a pool's accelerators, not each node's: left to the scheduler's default
+    spreading, eight 1-accelerator replicas on two 8-accelerator nodes take four on each, and
+    a replica that needs a whole node finds no room although the pool has 8 free. Packing
+    keeps whole nodes free. The template's own affinity terms are kept.
+    """
+    affinity = spec.setdefault("affinity", {})
+    pod_affinity = affinity.setdefault("podAffinity", {})
+    preferred: list[dict[str, Any]] = pod_affinity.setdefault(
+        "preferredDuringSchedulingIgnoredDuringExecution", []
+    )
+    term = {
+        "weight": PACKING_WEIGHT,
+        "podAffinityTerm": {
+            "labelSelector": {
+                "matchLabels": {MANAGED_BY_LABEL: MANAGED_BY, POOL_LABEL: label_value(pool_name)}
+            },
+            "namespaceSelector": {},
+            "topologyKey": "kubernetes.io/hostname",
+        },
+    }
+    if term not in preferred:
+        preferred.append(term)
 
 
 def deployment_manifest(
