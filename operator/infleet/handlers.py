@@ -143,6 +143,9 @@ def build_registry() -> kopf.OperatorRegistry:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        fleet: FleetLoop | None = memo.get("fleet")
+        if fleet is not None:
+            await asyncio.to_thread(fleet.reconciler.close)
         server: MetricsServer | None = memo.get("server")
         if server is not None:
             server.stop()
@@ -176,6 +179,10 @@ def run_operator(
         verbose=verbose,
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
     )
+    if not verbose:
+        # Kopf logs every handled watch event at INFO ("Handler ... succeeded"): thousands of
+        # lines per minute on a large cluster. Its warnings and errors still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if kubeconfig is not None:
         # Kopf's login (through the kubernetes client) reads the kubeconfig from $KUBECONFIG.
         os.environ["KUBECONFIG"] = str(kubeconfig)

@@ -12,6 +12,7 @@ from infleet.reconcile.observe import (
     current_placements,
     inventories,
     live_deployments,
+    next_deadline,
     parse_models,
     pool_usage,
 )
@@ -189,3 +190,20 @@ def test_bad_models_are_reported_not_raised() -> None:
     assert len(rejected) == 1
     assert "slo" in rejected[0].message
     assert "variants" in rejected[0].message
+
+
+def test_next_deadline_is_the_first_grace_end_or_hold_expiry() -> None:
+    pods = [
+        pod(2, node_name="n1"),  # running: no deadline
+        pod(1, unschedulable_at="2026-01-01T11:59:30Z"),  # grace ends 12:00:30
+        pod(1, unschedulable_at="2026-01-01T11:59:50Z"),  # 12:00:50
+        pod(1, ours=False, unschedulable_at="2026-01-01T11:59:00Z"),  # not infleet's
+    ]
+    book = HoldBook()
+    assert next_deadline([], book, grace_seconds=60) == float("inf")
+    first = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC).timestamp()
+    assert next_deadline(pods, book, grace_seconds=60) == first
+    book.unavailable("a", seen=4, allocatable=16, now=first - 100, hold_seconds=50)
+    assert next_deadline(pods, book, grace_seconds=60) == first - 50
+    # A namespaced operator ignores other namespaces' replicas (pods here have none).
+    assert next_deadline(pods[:3], HoldBook(), grace_seconds=60, namespaces=("x",)) == float("inf")

@@ -29,6 +29,11 @@ class FleetLoopSettings:
     """$/h-equivalent penalty per replica added or removed relative to what runs now: larger
     than float noise and tiny differences between equal-cost mixes, smaller than any real
     saving from moving a replica (prices are dollars per accelerator-hour)."""
+    resync_seconds: float = 300.0
+    """Seconds after which an interval cycle re-reads the cluster although no watch event came
+    (what the watches do not see: other workloads' pods). Between resyncs, an interval with no
+    change and no deadline (a pending replica reaching its grace period, a capacity hold
+    expiring) skips the cycle, so an idle operator neither lists 2,000 nodes nor re-plans."""
     planner_time_limit_seconds: float = 5.0
     """Upper bound on one planner call; the best plan found by then is used."""
 
@@ -60,6 +65,26 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class AutoscaleSettings:
+    """Live-metrics autoscaling (opt-in): demand from Prometheus instead of the traffic prior."""
+
+    prometheus_url: str | None = None
+    """Prometheus to read the engines' metrics from; ``None`` keeps the traffic prior (no
+    autoscaling), so a cluster without Prometheus runs exactly as before."""
+    metrics_window: str = "1m"
+    """PromQL range of rates and percentiles: four 15 s scrapes, the usual minimum for
+    ``rate()``; shorter windows follow a change sooner but are noisier."""
+    query_timeout_seconds: float = 5.0
+    """Per query; an unreachable Prometheus costs at most this (times its retries) per cycle,
+    because the remaining queries of the cycle are skipped after the first failure."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether demand comes from live metrics."""
+        return self.prometheus_url is not None
+
+
+@dataclass(frozen=True)
 class OperatorSettings:
     """Everything `infleet run` can be told."""
 
@@ -68,6 +93,7 @@ class OperatorSettings:
     fleet: FleetLoopSettings = field(default_factory=FleetLoopSettings)
     pending: PendingSettings = field(default_factory=PendingSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
+    autoscale: AutoscaleSettings = field(default_factory=AutoscaleSettings)
     metrics_port: int = 8080
     """Port of the operator's own `/metrics` and `/healthz`; 0 disables the server."""
     peering: bool = False

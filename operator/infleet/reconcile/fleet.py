@@ -19,11 +19,14 @@ Decisions written down here:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from infleet.api import AcceleratorPool, Mode
@@ -48,6 +51,7 @@ from infleet.reconcile.observe import (
     current_placements,
     inventories,
     live_deployments,
+    next_deadline,
     parse_models,
     parse_pools,
     pool_usage,
@@ -72,6 +76,52 @@ class CycleReport:
     planner_seconds: float = 0.0
     ready: int = 0
     """Ready replicas of infleet's Deployments when the cycle read the cluster."""
+
+
+WRITE_WORKERS = 16
+"""API writes in flight at once: a cycle that places 1,000 models writes thousands of objects,
+and one at a time each waits a full round trip (minutes at scale, seconds with 16)."""
+
+
+class _Writes:
+    """Runs one cycle's writes concurrently; counts and errors go to the cycle's report."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        report: CycleReport,
+        on_error: Callable[[CycleReport, str, str], None],
+    ) -> None:
+        self.pool = pool
+        self.report = report
+        self.on_error = on_error
+        self.lock = threading.Lock()
+        self.futures: list[Future[None]] = []
+
+    def submit(
+        self, stage: str, counter: str, call: Callable[[], object], ignore_not_found: bool = False
+    ) -> None:
+        """Run ``call``; on success add 1 to ``report.<counter>`` (unless it returns False)."""
+
+        def run() -> None:
+            try:
+                done = call()
+            except KubeError as exc:
+                if not (ignore_not_found and exc.not_found):
+                    with self.lock:
+                        self.on_error(self.report, stage, str(exc))
+                return
+            if done is not False:
+                with self.lock:
+                    setattr(self.report, counter, getattr(self.report, counter) + 1)
+
+        self.futures.append(self.pool.submit(run))
+
+    def wait(self) -> None:
+        """Block until every submitted write finished."""
+        for future in self.futures:
+            future.result()
+        self.futures.clear()
 
 
 def _status_differs(live: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
@@ -102,6 +152,22 @@ class FleetReconciler:
         self.metrics = metrics
         self.clock = clock
         self.holds = HoldBook()
+        self.next_deadline = float("inf")
+        """Unix time at which a time-based input changes (a grace period ends, a hold expires)."""
+        self.last_cycle = float("-inf")
+        """Unix time the last cycle started."""
+        self._writers = ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="infleet-write")
+        self._writes: _Writes | None = None
+
+    def due(self, now: float) -> bool:
+        """Whether a cycle is needed although nothing changed: a deadline passed or a resync
+        is due."""
+        resync = self.settings.fleet.resync_seconds
+        return now >= self.next_deadline or now - self.last_cycle >= resync
+
+    def close(self) -> None:
+        """Stop the write threads (after the last cycle)."""
+        self._writers.shutdown(wait=True)
 
     def _error(self, report: CycleReport, stage: str, message: str) -> None:
         log.warning("%s: %s", stage, message)
@@ -112,9 +178,15 @@ class FleetReconciler:
     def run_cycle(self) -> CycleReport:
         """Read, plan, apply, report. Raises only when the cluster cannot be read at all."""
         start = time.perf_counter()
+        self.last_cycle = self.clock()
         report = CycleReport()
         snap = read_snapshot(self.kube, self.settings.namespaces)
-        self._cycle(snap, report)
+        self._writes = _Writes(self._writers, report, self._error)
+        try:
+            self._cycle(snap, report)
+        finally:
+            self._writes.wait()
+            self._writes = None
         report.seconds = time.perf_counter() - start
         if self.metrics is not None:
             self.metrics.cycle_seconds.observe(report.seconds)
@@ -142,6 +214,12 @@ class FleetReconciler:
             self.holds,
             now=self.clock(),
             hold_seconds=self.settings.pending.hold_seconds,
+        )
+        self.next_deadline = next_deadline(
+            snap.pods,
+            self.holds,
+            grace_seconds=self.settings.pending.grace_period_seconds,
+            namespaces=self.settings.namespaces,
         )
         children = live_deployments(snap.deployments)
         report.ready = sum(c.ready_replicas for c in children)
@@ -258,18 +336,17 @@ class FleetReconciler:
                 continue
             if not k8s_apply.is_owned_by_infleet(child.raw):
                 continue
-            try:
-                if k8s_apply.delete_owned(self.kube, {"kind": "Deployment", **child.raw}):
-                    report.deleted += 1
-            except KubeError as exc:
-                self._error(report, "delete", str(exc))
+            body = {"kind": "Deployment", **child.raw}
+            self._write("delete", "deleted", partial(k8s_apply.delete_owned, self.kube, body))
+
+    def _write(
+        self, stage: str, counter: str, call: Callable[[], object], ignore_not_found: bool = False
+    ) -> None:
+        assert self._writes is not None, "writes happen within run_cycle"
+        self._writes.submit(stage, counter, call, ignore_not_found)
 
     def _apply(self, manifest: Mapping[str, Any], report: CycleReport) -> None:
-        try:
-            k8s_apply.server_side_apply(self.kube, manifest)
-            report.applied += 1
-        except KubeError as exc:
-            self._error(report, "apply", str(exc))
+        self._write("apply", "applied", lambda: k8s_apply.server_side_apply(self.kube, manifest))
 
     def _write_model_statuses(
         self,
@@ -337,17 +414,19 @@ class FleetReconciler:
         if not _status_differs(live, status):
             return
         namespace, name = parsed.key
-        try:
-            k8s_apply.patch_model_status(self.kube, namespace, name, status)
-            report.statuses += 1
-        except KubeError as exc:
-            if not exc.not_found:
-                self._error(report, "status", str(exc))
+        self._write(
+            "status",
+            "statuses",
+            lambda: k8s_apply.patch_model_status(self.kube, namespace, name, status),
+            ignore_not_found=True,
+        )
 
     def _event(self, parsed: ParsedModel, reason: str, message: str, report: CycleReport) -> None:
         namespace, name = parsed.key
-        try:
-            k8s_apply.post_event(
+        self._write(
+            "event",
+            "events",
+            lambda: k8s_apply.post_event(
                 self.kube,
                 namespace=namespace,
                 name=name,
@@ -355,10 +434,8 @@ class FleetReconciler:
                 reason=reason,
                 message=message,
                 type_="Normal" if reason == "Placed" else "Warning",
-            )
-            report.events += 1
-        except KubeError as exc:
-            self._error(report, "event", str(exc))
+            ),
+        )
 
     def _write_invalid(
         self, raw: Mapping[str, Any], message: str, now: datetime, report: CycleReport
@@ -373,13 +450,13 @@ class FleetReconciler:
         )
         if not _status_differs(live, status):
             return
-        try:
-            k8s_apply.patch_model_status(
-                self.kube, str(meta.get("namespace")), str(meta.get("name")), status
-            )
-            report.statuses += 1
-        except KubeError as exc:
-            self._error(report, "status", str(exc))
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        self._write(
+            "status",
+            "statuses",
+            lambda: k8s_apply.patch_model_status(self.kube, namespace, name, status),
+            ignore_not_found=True,
+        )
 
     def _write_pool_statuses(
         self,
@@ -402,12 +479,12 @@ class FleetReconciler:
             )
             if not _status_differs(live, status):
                 continue
-            try:
-                k8s_apply.patch_pool_status(self.kube, str(meta["name"]), status)
-                report.statuses += 1
-            except KubeError as exc:
-                if not exc.not_found:
-                    self._error(report, "pool-status", str(exc))
+            self._write(
+                "pool-status",
+                "statuses",
+                partial(k8s_apply.patch_pool_status, self.kube, str(meta["name"]), status),
+                ignore_not_found=True,
+            )
 
     def _export(self, plan: FleetPlan, children: Sequence[LiveChild]) -> None:
         if self.metrics is None:

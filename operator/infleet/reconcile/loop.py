@@ -57,6 +57,10 @@ class FleetLoop:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), timeout=fleet.interval_seconds)
                 triggered = True
+            if not triggered and not self.reconciler.due(time.time()):
+                # Nothing changed, no deadline, no resync due: the plan would be the same.
+                self.last_progress = time.monotonic()
+                continue
             if triggered and self.cycles > 0:
                 await asyncio.sleep(fleet.debounce_seconds)
             self._dirty.clear()

@@ -330,3 +330,26 @@ def inventories(
             unavailable_accelerators=use.others + held,
         )
     return result
+
+
+def next_deadline(
+    pods: Iterable[Mapping[str, Any]],
+    holds: HoldBook,
+    *,
+    grace_seconds: float,
+    namespaces: Sequence[str] = (),
+) -> float:
+    """Unix time of the next time-based change of the inputs (no watch event announces it):
+    an unschedulable infleet replica reaching its grace period, or a capacity hold expiring.
+    ``inf`` when there is none."""
+    deadlines = [hold.until for hold in holds.holds.values()]
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if (meta.get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
+            continue
+        if namespaces and meta.get("namespace") not in namespaces:
+            continue
+        since = unschedulable_since(pod)
+        if since is not None:
+            deadlines.append(since.timestamp() + grace_seconds)
+    return min(deadlines, default=float("inf"))
