@@ -212,9 +212,11 @@ def _serves_everyone(index: FleetIndex, replicas: IntArray) -> bool:
         weights=replicas * index.t_accelerators,
         minlength=len(index.pool_accelerators),
     )
+    # A model with no eligible triple cannot be served by any plan: it does not count.
+    placeable = np.diff(index.model_start) > 0
     return bool(
-        np.all(capacity >= index.target - RPS_TOLERANCE * (1 + index.target))
-        and np.all(per_model >= index.min_replicas)
+        np.all((capacity >= index.target - RPS_TOLERANCE * (1 + index.target)) | ~placeable)
+        and np.all((per_model >= index.min_replicas) | ~placeable)
         and np.all(per_model <= index.max_replicas)
         and np.all(used <= index.pool_accelerators)
     )
