@@ -156,6 +156,13 @@ def plan(paths: tuple[Path, ...], output: str, nodes_file: Path | None) -> None:
     "--log-format", type=click.Choice(["plain", "json"]), default="plain", show_default=True
 )
 @click.option("--peering", is_flag=True, help="Kopf peering: one active instance among several.")
+@click.option(
+    "--priority",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Peering priority: the live instance with the highest is active (give each its own).",
+)
 @click.option("--show-fleet", is_flag=True, help="Print the fleet whenever the plan changes.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def run(
@@ -168,6 +175,7 @@ def run(
     metrics_port: int,
     log_format: str,
     peering: bool,
+    priority: int,
     show_fleet: bool,
     verbose: bool,
 ) -> None:
@@ -188,6 +196,7 @@ def run(
         pending=replace(PendingSettings(), grace_period_seconds=pending_grace),
         metrics_port=metrics_port,
         peering=peering,
+        peering_priority=priority,
         show_fleet=show_fleet,
     )
     from infleet.handlers import run_operator

@@ -13,14 +13,18 @@ import contextlib
 import json
 import logging
 import os
+import socket
+import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from infleet.core.settings import ANNOTATION_PREFIX, OperatorSettings
 from infleet.k8s.connect import connect
+from infleet.k8s.peering import ensure_peering
 from infleet.reconcile.fleet import FleetReconciler
 from infleet.reconcile.loop import FleetLoop
 from infleet.reconcile.telemetry import MetricsServer, OperatorMetrics
@@ -127,6 +131,10 @@ def build_registry() -> kopf.OperatorRegistry:
         configure_kopf(settings, ours)
         metrics = OperatorMetrics()
         kube = connect(memo.get("kubeconfig"), ours.retry)
+        if ours.peering:
+            # Kopf pauses every watch while its peering CRDs are missing: install them (and the
+            # peering object) first; Kopf notices the new CRDs and starts.
+            await asyncio.to_thread(ensure_peering, kube, ours.peering_name, list(ours.namespaces))
         fleet = FleetLoop(FleetReconciler(kube, ours, metrics), ours, metrics)
         memo["fleet"] = fleet
         memo["task"] = asyncio.get_running_loop().create_task(fleet.run(), name="infleet-fleet")
@@ -168,6 +176,7 @@ def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> N
     settings.peering.clusterwide = ours.all_namespaces
     settings.peering.standalone = not ours.peering
     settings.peering.mandatory = ours.peering
+    settings.peering.priority = ours.peering_priority
     settings.watching.server_timeout = 300
 
 
@@ -186,6 +195,11 @@ def run_operator(
     if kubeconfig is not None:
         # Kopf's login (through the kubernetes client) reads the kubeconfig from $KUBECONFIG.
         os.environ["KUBECONFIG"] = str(kubeconfig)
+    if not settings.peering_identity:
+        # Unique per process (Kopf's rule compares identities): pod name or host, pid, nonce.
+        host = os.environ.get("POD_NAME") or socket.gethostname()
+        identity = f"{host}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
+        settings = replace(settings, peering_identity=identity)
     memo = kopf.Memo(settings=settings, kubeconfig=kubeconfig)
     kopf.run(
         registry=build_registry(),
@@ -194,4 +208,6 @@ def run_operator(
         namespaces=list(settings.namespaces),
         standalone=not settings.peering,
         peering_name=settings.peering_name,
+        priority=settings.peering_priority,
+        identity=cast(Any, settings.peering_identity),
     )

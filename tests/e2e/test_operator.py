@@ -63,13 +63,19 @@ class Operator:
     """`infleet run` as a child process, scoped to one namespace."""
 
     def __init__(
-        self, kubeconfig: Path, namespace: str, log: Path, *, metrics_port: int = 0
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        log: Path,
+        *,
+        metrics_port: int = 0,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.args = [
             sys.executable, "-m", "infleet.cli", "run",
             "--kubeconfig", str(kubeconfig), "-n", namespace,
             "--interval", "2", "--debounce", "0.2", "--pending-grace", "3",
-            "--metrics-port", str(metrics_port),
+            "--metrics-port", str(metrics_port), *extra,
         ]  # fmt: skip
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
@@ -749,3 +755,64 @@ def test_examples_apply_like_infleet_plan(
             lambda: "llm" not in {n.metadata.name for n in kube.core.list_namespace().items},
             timeout=120,
         )
+
+
+def test_peering_only_the_highest_priority_instance_acts(
+    kube: Any, custom: Any, cluster: Any, pools: None, namespace: str, tmp_path: Path
+) -> None:
+    """Two `infleet run --peering` instances: the one with priority 10 acts, the other stands
+    by (no cycle at all) and takes over when the first one stops."""
+    high = Operator(
+        cluster.kubeconfig,
+        namespace,
+        tmp_path / "high.log",
+        extra=("--peering", "--priority", "10"),
+    )
+    low = Operator(
+        cluster.kubeconfig, namespace, tmp_path / "low.log", extra=("--peering", "--priority", "1")
+    )
+    try:
+        high.start()
+        kube.wait_for("high active", lambda: "active:" in high.log.read_text(), timeout=60)
+        low.start()
+        kube.wait_for(
+            "low on standby behind high",
+            lambda: (
+                "standby: " in low.log.read_text()
+                and "higher priority (10 > 1)" in low.log.read_text()
+            ),
+            timeout=60,
+        )
+        apply(
+            custom,
+            namespace,
+            model("chat", pool="e2e-l4", accelerator="nvidia-l4", rps=1, capacity=2),
+        )
+        wait_ready(kube, custom, namespace, "chat")
+        peering = custom.get_namespaced_custom_object(
+            "kopf.dev", "v1", namespace, "kopfpeerings", "infleet"
+        )
+        assert sorted(p["priority"] for p in peering["status"].values() if p) == [1, 10]
+        assert "fleet cycle" in high.log.read_text()
+        assert "fleet cycle" not in low.log.read_text()
+
+        high.stop()
+        kube.wait_for("low takes over", lambda: "active:" in low.log.read_text(), timeout=60)
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "modeldeployments", "chat",
+            {"spec": {"traffic": {"requestsPerSecond": 3}}},  # 3.75 req/s: 2 replicas
+        )  # fmt: skip
+        kube.wait_for(
+            "the standby applies the change",
+            lambda: (
+                (d := deployments(kube, namespace).get("chat-nvidia-l4-e2e-l4"))
+                and d.spec.replicas == 2
+            ),
+            timeout=60,
+        )
+        assert "fleet cycle" in low.log.read_text()
+    finally:
+        high.stop()
+        low.stop()
+        for op in (high, low):
+            print(f"--- {op.log.name}\n" + op.log.read_text()[-3000:])

@@ -100,6 +100,11 @@ class OperatorSettings:
     """Kopf peering: several instances, one active (high availability)."""
     peering_name: str = "infleet"
     """Name of the Kopf peering object used when ``peering`` is on."""
+    peering_priority: int = 0
+    """This instance's peering priority: the live instance with the highest one is active;
+    instances with equal priorities all pause (Kopf's rule), so give each replica its own."""
+    peering_identity: str = ""
+    """This instance's identity in the peering object (set by `infleet run`)."""
     show_fleet: bool = False
     """Print the fleet (placements, cost) to stdout whenever the plan changes (`make demo`)."""
 

@@ -42,6 +42,7 @@ from infleet.core.status import (
     replica_change_message,
 )
 from infleet.k8s import apply as k8s_apply
+from infleet.k8s import peering
 from infleet.k8s.client import Kube, KubeError
 from infleet.k8s.snapshot import Snapshot, read_snapshot
 from infleet.reconcile.observe import (
@@ -158,6 +159,19 @@ class FleetReconciler:
         """Unix time the last cycle started."""
         self._writers = ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="infleet-write")
         self._writes: _Writes | None = None
+
+    def active(self) -> tuple[bool, str]:
+        """Whether this instance may act (always, without peering), and why."""
+        ours = self.settings
+        if not ours.peering:
+            return True, "standalone"
+        return peering.is_active(
+            self.kube,
+            ours.peering_name,
+            ours.namespaces,
+            ours.peering_identity,
+            ours.peering_priority,
+        )
 
     def due(self, now: float) -> bool:
         """Whether a cycle is needed although nothing changed: a deadline passed or a resync

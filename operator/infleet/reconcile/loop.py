@@ -36,6 +36,8 @@ class FleetLoop:
         self.last_progress = time.monotonic()
         self._dirty: asyncio.Event | None = None
         self._shown: object = None
+        self.acting: tuple[bool, str] | None = None
+        """With peering: whether this instance was active at the last check, and why."""
 
     def trigger(self) -> None:
         """Something relevant changed: plan again soon (many triggers, one cycle)."""
@@ -57,6 +59,11 @@ class FleetLoop:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), timeout=fleet.interval_seconds)
                 triggered = True
+            if not await self._may_act():
+                self._dirty.clear()  # the active instance handles the change
+                self.last_progress = time.monotonic()
+                continue
+            triggered = triggered or self._dirty.is_set()  # set when we just became active
             if not triggered and not self.reconciler.due(time.time()):
                 # Nothing changed, no deadline, no resync due: the plan would be the same.
                 self.last_progress = time.monotonic()
@@ -65,6 +72,26 @@ class FleetLoop:
                 await asyncio.sleep(fleet.debounce_seconds)
             self._dirty.clear()
             await self._cycle()
+
+    async def _may_act(self) -> bool:
+        """With peering, only the active instance cycles; a standby checks every interval."""
+        if not self.settings.peering:
+            return True
+        try:
+            active, why = await asyncio.to_thread(self.reconciler.active)
+        except Exception:
+            log.exception("cannot read the peering object; standing by")
+            active, why = False, "peering object unreadable"
+        if (active, why) != self.acting:
+            became_active = active and (self.acting is None or not self.acting[0])
+            self.acting = (active, why)
+            if active:
+                log.info("active: %s", why)
+                if became_active and self._dirty is not None:
+                    self._dirty.set()  # plan at once, whatever the last instance left
+            else:
+                log.info("standby: %s", why)
+        return active
 
     async def _cycle(self) -> None:
         try:
