@@ -101,6 +101,11 @@ def _ceil(x: FloatArray) -> FloatArray:
     return result
 
 
+def _ceil_scalar(x: float) -> int:
+    """`_ceil` on one float, without numpy's per-call cost."""
+    return math.ceil(x - RPS_TOLERANCE * (1.0 + abs(x)))
+
+
 def _feasible(
     counts: IntArray,
     capacity: FloatArray,
@@ -138,12 +143,12 @@ def enumerate_columns(
         return np.zeros((1, k), dtype=np.int64), True
     if k == 1:
         # One item: its only minimal column is just enough replicas (if within max).
-        need = max(int(_ceil(np.array(target / capacity[0]))), low)
+        need = max(_ceil_scalar(target / float(capacity[0])), low)
         shape = (1, 1) if need <= high else (0, 1)
         return np.full(shape, need, dtype=np.int64), True
     spot_w = np.asarray(spot, dtype=np.float64)
     bound = np.array(
-        [min(high, max(int(_ceil(np.array(target / c))), low)) for c in capacity], dtype=np.int64
+        [min(high, max(_ceil_scalar(target / c), low)) for c in capacity.tolist()], dtype=np.int64
     )
     pivots = [i for i in range(k) if not spot[i]] if fraction < 1 else list(range(k))
     pivot = max(pivots, key=lambda i: (bound[i], -i))
@@ -171,7 +176,10 @@ def enumerate_columns(
     grid[:, pivot] = need[keep]
     grid = grid[_feasible(grid, capacity, spot_w, target, low, high, fraction)]
     minimal = np.ones(len(grid), dtype=bool)
-    for i in range(k):
+    # The pivot's count is the least that meets every lower limit given the others, so one less
+    # of it always breaks one: only the other items need the check (a column that slips
+    # through within float tolerance is merely redundant, never wrong).
+    for i in others:
         has = grid[:, i] > 0
         less = grid[has].copy()
         less[:, i] -= 1
@@ -186,23 +194,28 @@ def model_columns(index: FleetIndex, m: int, limit: int = COLUMN_LIMIT) -> Model
 
     ``limit`` caps the candidate count vectors examined (see `enumerate_columns`).
     """
-    trip = np.asarray(index.triples_of(m), dtype=np.int64)
-    if len(trip) == 0:
+    first, last = int(index.model_start[m]), int(index.model_start[m + 1])
+    if first == last:
         return None
+    # Plain lists: these models hold a handful of triples, where numpy's per-call cost dominates.
+    variants = index.t_variant[first:last].tolist()
+    spots = index.t_spot[first:last].tolist()
+    prices = index.t_price[first:last].tolist()
     fraction = float(index.spot_fraction[m])
-    split = fraction < 1 and bool(index.t_spot[trip].any())
+    split = fraction < 1 and any(spots)
     groups: dict[tuple[int, bool], list[int]] = {}
-    for j in trip.tolist():
-        key = (int(index.t_variant[j]), bool(index.t_spot[j]) if split else False)
+    for j in range(last - first):
+        key = (variants[j], spots[j] if split else False)
         groups.setdefault(key, []).append(j)
     keys = sorted(groups)
-    items = [np.asarray(groups[key], dtype=np.int64) for key in keys]
-    accelerators = np.array([index.t_accelerators[t[0]] for t in items], dtype=np.int64)
-    capacity = np.array([index.t_capacity[t[0]] for t in items], dtype=np.float64)
+    heads = [first + groups[key][0] for key in keys]
+    items = [np.asarray(groups[key], dtype=np.int64) + first for key in keys]
+    accelerators = index.t_accelerators[heads]
+    capacity = index.t_capacity[heads]
     preference = np.array(
         [
-            index.t_accelerators[t[0]] * index.t_price[t].min() / index.t_capacity[t[0]]
-            for t in items
+            float(accelerators[i]) * min(prices[j] for j in groups[key]) / float(capacity[i])
+            for i, key in enumerate(keys)
         ]
     )
     columns, exact = enumerate_columns(
