@@ -164,6 +164,19 @@ def plan(paths: tuple[Path, ...], output: str, nodes_file: Path | None) -> None:
     help="Peering priority: the live instance with the highest is active (give each its own).",
 )
 @click.option("--show-fleet", is_flag=True, help="Print the fleet whenever the plan changes.")
+@click.option(
+    "--prometheus-url",
+    envvar="INFLEET_PROMETHEUS_URL",
+    default=None,
+    help="Autoscale from live metrics read from this Prometheus (also $INFLEET_PROMETHEUS_URL); "
+    "without it demand is the models' traffic prior.",
+)
+@click.option(
+    "--metrics-window",
+    default="1m",
+    show_default=True,
+    help="PromQL range of rates and percentiles when autoscaling (e.g. 20s, 1m).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def run(
     kubeconfig: Path | None,
@@ -177,16 +190,33 @@ def run(
     peering: bool,
     priority: int,
     show_fleet: bool,
+    prometheus_url: str | None,
+    metrics_window: str,
     verbose: bool,
 ) -> None:
     """Run the operator: watch pools, models and nodes; plan the fleet; apply it."""
     import os
+    import re
     from dataclasses import replace
 
-    from infleet.core.settings import FleetLoopSettings, OperatorSettings, PendingSettings
+    from infleet.core.settings import (
+        AutoscaleSettings,
+        FleetLoopSettings,
+        OperatorSettings,
+        PendingSettings,
+    )
+    from infleet.metrics.prometheus import PrometheusError
+    from infleet.metrics.prometheus import prometheus_url as checked_url
 
     if namespaces and all_namespaces:
         _fail(["--namespace and --all-namespaces exclude each other"])
+    if prometheus_url:
+        try:
+            prometheus_url = checked_url(prometheus_url)
+        except PrometheusError as exc:
+            _fail([f"--prometheus-url: {exc}"])
+    if not re.fullmatch(r"[1-9][0-9]*(ms|s|m|h)", metrics_window):
+        _fail([f"--metrics-window must be a duration such as 20s or 1m, got {metrics_window!r}"])
     if kubeconfig is not None:
         # Kopf's own login reads $KUBECONFIG; the fleet client is given the path directly.
         os.environ["KUBECONFIG"] = str(kubeconfig)
@@ -198,6 +228,9 @@ def run(
         peering=peering,
         peering_priority=priority,
         show_fleet=show_fleet,
+        autoscale=AutoscaleSettings(
+            prometheus_url=prometheus_url or None, metrics_window=metrics_window
+        ),
     )
     from infleet.handlers import run_operator
 

@@ -490,6 +490,38 @@ class Calibration(StatusModel):
     factor: float = Field(gt=0, description="Multiplier on the modelled capacity.")
 
 
+class ScalingState(StatusModel):
+    """The autoscaler's memory between cycles (``infleet.core.autoscale.ModelScalingState``),
+    kept in status so that a restarted operator continues where it stopped. Written by the
+    operator only; times are Unix seconds."""
+
+    samples: list[list[float]] = Field(
+        default_factory=list,
+        description="[time, requests per second] demand samples of the recent window.",
+    )
+    last_queue: list[float] | None = Field(
+        default=None, description="[time, queue length] of the last fresh queue reading."
+    )
+    last_traffic_time: float | None = Field(
+        default=None, description="Last time the model had (or may have had) traffic."
+    )
+    planned_requests_per_second: float | None = Field(
+        default=None, description="Demand the last decision planned for."
+    )
+    planned_source: DemandSource | None = Field(
+        default=None, description="Source of that figure: metrics, prior or forecast."
+    )
+    scaled_to_zero: bool = Field(
+        default=False, description="Whether the autoscaler took the model to zero replicas."
+    )
+    metrics_available: bool | None = Field(
+        default=None, description="The last MetricsAvailable verdict."
+    )
+    calibration: dict[str, float] = Field(
+        default_factory=dict, description="Capacity factor per variant name."
+    )
+
+
 class ModelDeploymentStatus(StatusModel):
     """The plan for the model and how it is doing."""
 
@@ -521,6 +553,10 @@ class ModelDeploymentStatus(StatusModel):
     )
     last_scale_time: datetime | None = Field(
         default=None, description="When the replica count last changed (RFC 3339)."
+    )
+    scaling: ScalingState | None = Field(
+        default=None,
+        description="Autoscaler state persisted between cycles (live metrics mode only).",
     )
 
 

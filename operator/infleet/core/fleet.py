@@ -12,6 +12,9 @@ Decisions written down here (the design brief is silent on them):
 * Demand defaults to ``spec.traffic.requestsPerSecond`` (source ``prior``); callers pass live or
   forecast demand instead when they have it.
 * The token mix for the capacity model is the traffic prior unless a caller observed one.
+* Replica bounds default to ``spec.replicas``; the live autoscaler passes per-model bounds
+  instead (a hold's floor, scale to zero, per-cycle change limits), already clamped so that
+  min <= max.
 """
 
 from __future__ import annotations
@@ -65,6 +68,16 @@ def model_key(model: ModelDeployment) -> ModelKey:
     return (model.metadata.namespace or "default", model.metadata.name)
 
 
+def model_slo(model: ModelDeployment) -> LatencySLO:
+    """The model's latency SLO as the capacity model takes it."""
+    slo = model.spec.slo
+    return LatencySLO(
+        percentile=slo.percentile,
+        ttft_ms=slo.time_to_first_token_ms,
+        tpot_ms=slo.time_per_output_token_ms,
+    )
+
+
 def variant_capacity(
     model: ModelDeployment,
     variant_index: int,
@@ -75,11 +88,7 @@ def variant_capacity(
     """Requests/s one replica of a variant sustains at the model's SLO."""
     spec = model.spec
     variant = spec.variants[variant_index]
-    slo = LatencySLO(
-        percentile=spec.slo.percentile,
-        ttft_ms=spec.slo.time_to_first_token_ms,
-        tpot_ms=spec.slo.time_per_output_token_ms,
-    )
+    slo = model_slo(model)
     if mix is None:
         mix = TokenMix(
             mean_input_tokens=spec.traffic.mean_input_tokens,
@@ -116,6 +125,9 @@ class PlanInputs:
     """Replicas running now per (model, variant, pool), for the churn cost."""
     churn_cost_per_replica: float = 0.0
     """$/h-equivalent penalty per replica added or removed relative to ``current``."""
+    replica_bounds: Mapping[ModelKey, tuple[int, int]] = field(default_factory=dict)
+    """``(min, max)`` total replicas per model for this plan, replacing ``spec.replicas``;
+    models missing here use their spec."""
 
 
 def build_problem(
@@ -174,13 +186,19 @@ def build_problem(
                     pools=tuple(variant.pools) if variant.pools else None,
                 )
             )
+        low, high = inputs.replica_bounds.get(key, (spec.replicas.min, spec.replicas.max))
+        if not 0 <= low <= high:
+            raise ValueError(
+                f"replica bounds of {key[0]}/{key[1]} must satisfy 0 <= min <= max, "
+                f"got min {low} and max {high}"
+            )
         requests.append(
             ModelRequest(
                 key=key,
                 demand_rps=demand.requests_per_second,
                 target_utilization=spec.target_utilization,
-                min_replicas=spec.replicas.min,
-                max_replicas=spec.replicas.max,
+                min_replicas=low,
+                max_replicas=high,
                 priority=spec.priority,
                 spot_max_fraction=spec.spot.max_fraction,
                 variants=tuple(options),

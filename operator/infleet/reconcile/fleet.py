@@ -45,6 +45,7 @@ from infleet.k8s import apply as k8s_apply
 from infleet.k8s import peering
 from infleet.k8s.client import Kube, KubeError
 from infleet.k8s.snapshot import Snapshot, read_snapshot
+from infleet.reconcile.autoscale import AutoscaleCycle, autoscaler_from_settings
 from infleet.reconcile.observe import (
     HoldBook,
     LiveChild,
@@ -153,6 +154,9 @@ class FleetReconciler:
         self.metrics = metrics
         self.clock = clock
         self.holds = HoldBook()
+        # autoscale hook: live-metrics demand when --prometheus-url is set, else None
+        self.autoscaler = autoscaler_from_settings(settings.autoscale)
+        self._autoscale: AutoscaleCycle | None = None
         self.next_deadline = float("inf")
         """Unix time at which a time-based input changes (a grace period ends, a hold expires)."""
         self.last_cycle = float("-inf")
@@ -176,12 +180,16 @@ class FleetReconciler:
     def due(self, now: float) -> bool:
         """Whether a cycle is needed although nothing changed: a deadline passed or a resync
         is due."""
+        if self.autoscaler is not None:  # autoscale hook: metrics change without events
+            return True
         resync = self.settings.fleet.resync_seconds
         return now >= self.next_deadline or now - self.last_cycle >= resync
 
     def close(self) -> None:
         """Stop the write threads (after the last cycle)."""
         self._writers.shutdown(wait=True)
+        if self.autoscaler is not None:  # autoscale hook
+            self.autoscaler.close()
 
     def _error(self, report: CycleReport, stage: str, message: str) -> None:
         log.warning("%s: %s", stage, message)
@@ -250,6 +258,12 @@ class FleetReconciler:
         capacity = {name: inv.planning_capacity for name, inv in inventory.items()}
         loop = self.settings.fleet
         t0 = time.perf_counter()
+        # autoscale hook: demand, calibration and replica bounds of the Apply models
+        self._autoscale = (
+            None
+            if self.autoscaler is None
+            else self.autoscaler.prepare(applying, children, current, self.clock())
+        )
         plan = self._plan(pools, applying, capacity, current)
         advice = None
         if advising:
@@ -284,15 +298,21 @@ class FleetReconciler:
         fleet = build_problem(
             pools,
             [m.model for m in models],
-            PlanInputs(
-                pool_capacity=capacity,
-                current=current,
-                churn_cost_per_replica=self.settings.fleet.churn_cost_per_replica,
+            self._with_autoscale(  # autoscale hook
+                PlanInputs(
+                    pool_capacity=capacity,
+                    current=current,
+                    churn_cost_per_replica=self.settings.fleet.churn_cost_per_replica,
+                )
             ),
         )
         return plan_fleet(
             fleet.problem, time_limit_seconds=self.settings.fleet.planner_time_limit_seconds
         )
+
+    def _with_autoscale(self, inputs: PlanInputs) -> PlanInputs:
+        """``inputs`` with this cycle's autoscaling decisions (autoscale hook)."""
+        return inputs if self._autoscale is None else self._autoscale.plan_inputs(inputs)
 
     def _actuate(
         self,
@@ -403,6 +423,10 @@ class FleetReconciler:
                     now=now,
                     advise=advise,
                 )
+                if self._autoscale is not None and not advise:  # autoscale hook: live fields
+                    status = self._autoscale.status(
+                        outcome.key, status, raw_status, now, parsed.model.metadata.generation
+                    )
                 self._patch_status(parsed, raw_status, status, report)
                 if advise:
                     continue

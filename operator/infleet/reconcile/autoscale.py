@@ -1,0 +1,304 @@
+"""Live-metrics autoscaling in the fleet cycle (the I/O side of :mod:`infleet.core.autoscale`).
+
+Opt-in: ``infleet run --prometheus-url URL`` (or ``$INFLEET_PROMETHEUS_URL``). Per cycle and
+per Apply model, :meth:`Autoscaler.prepare` reads the model's signals from Prometheus, runs the
+pure policy (:func:`~infleet.core.autoscale.decide_demand`), calibrates each running variant
+(:func:`~infleet.core.calibration.calibrate_variants`) and returns an :class:`AutoscaleCycle`
+holding what the planner needs (demand, calibration factors, replica bounds) and, after the
+plan, the model's status fields (:meth:`AutoscaleCycle.status`).
+
+State (:class:`~infleet.core.autoscale.ModelScalingState`) is kept in memory per model (by
+uid, so a deleted and re-created model starts afresh) and persisted in ``status.scaling``; a
+restarted operator restores it from there on the first cycle.
+
+Failure handling: Prometheus being unreachable is detected once per cycle (one probe query),
+every model then holds (never scales down, ``MetricsAvailable=False``) without asking again. An
+unexpected error for one model is logged and that model holds at its current replicas; the
+cycle goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from infleet.core.autoscale import (
+    DemandDecision,
+    ModelScalingState,
+    Observation,
+    ScalingPolicy,
+    SLOVerdict,
+    decide_demand,
+    model_context,
+    policy_for_model,
+    slo_met,
+)
+from infleet.core.autoscale_status import autoscale_status, replica_bounds
+from infleet.core.calibration import calibrate_variants
+from infleet.core.fleet import Demand, PlanInputs, model_slo, variant_capacity
+from infleet.core.planner import ModelKey, PlacementKey
+from infleet.core.settings import AutoscaleSettings
+from infleet.metrics.observe import (
+    ModelMetrics,
+    read_model_metrics,
+    read_variant_observations,
+)
+from infleet.metrics.prometheus import (
+    PrometheusClient,
+    PrometheusError,
+    PrometheusHTTPError,
+    PrometheusUnreachable,
+)
+from infleet.reconcile.observe import LiveChild, ParsedModel
+
+log = logging.getLogger("infleet.autoscale")
+
+__all__ = ["AutoscaleCycle", "Autoscaler", "ModelRecord", "autoscaler_from_settings"]
+
+PROBE_QUERY = "vector(1)"
+"""Answered by any Prometheus without touching data: tells "down" from "no series"."""
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One model's autoscaling outcome of this cycle."""
+
+    decision: DemandDecision
+    observation: Observation
+    verdict: SLOVerdict
+    state: ModelScalingState
+    """State after the decision and calibration (persisted in status)."""
+    replicas_before: int
+    """Total replicas the model's Deployments had when the cycle read the cluster."""
+    bounds: tuple[int, int]
+    """``(min, max)`` total replicas given to the planner."""
+
+
+@dataclass
+class AutoscaleCycle:
+    """What the autoscaler decided in one cycle, for the planner and the status writer."""
+
+    records: dict[ModelKey, ModelRecord] = field(default_factory=dict)
+    demand: dict[ModelKey, Demand] = field(default_factory=dict)
+    calibration: dict[tuple[ModelKey, str], float] = field(default_factory=dict)
+    bounds: dict[ModelKey, tuple[int, int]] = field(default_factory=dict)
+
+    def plan_inputs(self, inputs: PlanInputs) -> PlanInputs:
+        """``inputs`` with this cycle's demand, calibration factors and replica bounds."""
+        return replace(
+            inputs,
+            demand={**inputs.demand, **self.demand},
+            calibration={**inputs.calibration, **self.calibration},
+            replica_bounds={**inputs.replica_bounds, **self.bounds},
+        )
+
+    def status(
+        self,
+        key: ModelKey,
+        status: Mapping[str, Any],
+        live_status: Mapping[str, Any],
+        now: datetime,
+        generation: int | None,
+    ) -> dict[str, Any]:
+        """``status`` with the autoscaler's fields for ``key`` (unchanged for a model that was
+        not autoscaled this cycle)."""
+        record = self.records.get(key)
+        if record is None:
+            return dict(status)
+        previous = live_status.get("lastScaleTime")
+        return autoscale_status(
+            status,
+            decision=record.decision,
+            observation=record.observation,
+            verdict=record.verdict,
+            state=record.state,
+            replicas_before=record.replicas_before,
+            previous_scale_time=previous if isinstance(previous, str) else None,
+            now=now,
+            generation=generation,
+        )
+
+
+class Autoscaler:
+    """Per-model autoscaling state plus the Prometheus client that feeds it."""
+
+    def __init__(
+        self,
+        client: PrometheusClient,
+        *,
+        window: str = "1m",
+        policy: ScalingPolicy | None = None,
+    ) -> None:
+        self.client = client
+        self.window = window
+        self.policy = policy or ScalingPolicy()
+        self.states: dict[tuple[ModelKey, str], ModelScalingState] = {}
+        """State per (model key, uid)."""
+
+    def close(self) -> None:
+        """Release the HTTP connections."""
+        self.client.close()
+
+    def _probe(self) -> str | None:
+        """``None`` when Prometheus answers, else why not."""
+        try:
+            self.client.query_value(PROBE_QUERY)
+        except (PrometheusUnreachable, PrometheusHTTPError) as exc:
+            return str(exc)
+        except PrometheusError:
+            return None  # it answered, just oddly: the per-signal reads will say more
+        return None
+
+    def _state(self, parsed: ParsedModel) -> ModelScalingState | None:
+        known = self.states.get((parsed.key, parsed.uid))
+        if known is not None:
+            return known
+        stored = (parsed.raw.get("status") or {}).get("scaling")
+        if not stored:
+            return None
+        try:
+            return ModelScalingState.from_dict(stored)
+        except ValueError as exc:
+            log.warning("%s/%s: ignoring status.scaling: %s", *parsed.key, exc)
+            return None
+
+    def prepare(
+        self,
+        models: Sequence[ParsedModel],
+        children: Sequence[LiveChild],
+        current: Mapping[PlacementKey, int],
+        now: float,
+    ) -> AutoscaleCycle:
+        """Decide demand, calibration and replica bounds for ``models`` (Apply mode) at Unix
+        time ``now``; ``current`` is the running placement, ``children`` the live Deployments."""
+        cycle = AutoscaleCycle()
+        down = self._probe()
+        if down is not None:
+            log.warning("Prometheus unreachable, holding every model: %s", down)
+        totals: dict[ModelKey, int] = {}
+        placed: dict[ModelKey, set[str]] = {}
+        for (key, variant, _pool), n in current.items():
+            totals[key] = totals.get(key, 0) + n
+            if n > 0:
+                placed.setdefault(key, set()).add(variant)
+        names: dict[ModelKey, dict[str, list[str]]] = {}
+        for child in children:
+            if child.replicas > 0:
+                by_variant = names.setdefault((child.namespace, child.model), {})
+                by_variant.setdefault(child.variant, []).append(child.name)
+        live = set()
+        for parsed in models:
+            key = parsed.key
+            live.add((key, parsed.uid))
+            try:
+                self._decide(
+                    cycle,
+                    parsed,
+                    totals.get(key, 0),
+                    frozenset(placed.get(key, set())),
+                    names.get(key, {}),
+                    now,
+                    down,
+                )
+            except Exception:  # one model's surprise must not stop the fleet's cycle
+                log.exception("%s/%s: autoscaling failed; holding its replicas", *key)
+                self._hold_on_error(cycle, parsed, totals.get(key, 0))
+        for gone in set(self.states) - live:
+            del self.states[gone]
+        return cycle
+
+    def _decide(
+        self,
+        cycle: AutoscaleCycle,
+        parsed: ParsedModel,
+        total: int,
+        placed: frozenset[str],
+        deployments: Mapping[str, Sequence[str]],
+        now: float,
+        down: str | None,
+    ) -> None:
+        model, key = parsed.model, parsed.key
+        spec = model.spec
+        policy = policy_for_model(spec, self.policy)
+        if down is None:
+            metrics = read_model_metrics(self.client, model, now, window=self.window)
+        else:
+            metrics = ModelMetrics(errors=(down,))
+        if metrics.errors:
+            log.info("%s/%s: metrics: %s", *key, "; ".join(metrics.errors))
+        observation = metrics.observation
+        state = self._state(parsed)
+        decision = decide_demand(
+            state, observation, model_context(spec, total, placed), policy, now
+        )
+        new_state = decision.state
+        factors = new_state.calibration_factors()
+        if down is None and not decision.hold and deployments:
+            index = {v.resolved_name: i for i, v in enumerate(spec.variants)}
+            capacity = {
+                name: variant_capacity(
+                    model, index[name], mix=decision.demand.mix, calibration=factors.get(name, 1.0)
+                ).requests_per_second
+                for name in deployments
+                if name in index
+            }
+            observations = read_variant_observations(
+                self.client,
+                model,
+                {name: deployments[name] for name in capacity},
+                capacity,
+                now,
+                window=self.window,
+            )
+            updates = calibrate_variants(
+                factors,
+                observations,
+                slo=model_slo(model),
+                target_utilization=spec.target_utilization,
+                settings=policy.calibration,
+                stale_after_seconds=policy.stale_after_seconds,
+            )
+            for name, update in updates.items():
+                if update.action != "unchanged":
+                    log.info("%s/%s variant %s: %s", *key, name, update.reason)
+            new_state = new_state.with_calibration(updates)
+            factors = new_state.calibration_factors()
+        bounds = replica_bounds(decision, spec_max=spec.replicas.max, current=total, policy=policy)
+        self.states[(key, parsed.uid)] = new_state
+        verdict = slo_met(observation, model_slo(model), policy)
+        cycle.records[key] = ModelRecord(
+            decision=decision,
+            observation=observation,
+            verdict=verdict,
+            state=new_state,
+            replicas_before=total,
+            bounds=bounds,
+        )
+        cycle.demand[key] = decision.demand
+        cycle.bounds[key] = bounds
+        for name, factor in factors.items():
+            cycle.calibration[(key, name)] = factor
+        log.debug("%s/%s: %s; replicas %d, bounds %s", *key, decision.explanation, total, bounds)
+
+    def _hold_on_error(self, cycle: AutoscaleCycle, parsed: ParsedModel, total: int) -> None:
+        spec = parsed.model.spec
+        state = self.states.get((parsed.key, parsed.uid))
+        held = state.planned_requests_per_second if state is not None else None
+        if held is None or not math.isfinite(held):
+            held = spec.traffic.requests_per_second
+        floor = min(max(total, spec.replicas.min), spec.replicas.max)
+        source = state.planned_source if state is not None else None
+        cycle.demand[parsed.key] = Demand(held, source or "prior")
+        cycle.bounds[parsed.key] = (floor, spec.replicas.max)
+
+
+def autoscaler_from_settings(settings: AutoscaleSettings) -> Autoscaler | None:
+    """The autoscaler for ``infleet run``'s settings; ``None`` when no Prometheus is set."""
+    if settings.prometheus_url is None:
+        return None
+    client = PrometheusClient(settings.prometheus_url, timeout=settings.query_timeout_seconds)
+    return Autoscaler(client, window=settings.metrics_window)

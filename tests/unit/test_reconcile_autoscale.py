@@ -1,0 +1,167 @@
+"""The autoscaler's I/O side against a small Prometheus stand-in (a real HTTP server that
+answers instant queries from a table): demand, bounds, calibration, restore, outage."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+
+from infleet.api import ModelDeployment
+from infleet.core.autoscale import ModelScalingState, ScalingPolicy
+from infleet.metrics.prometheus import PrometheusClient
+from infleet.reconcile.autoscale import Autoscaler
+from infleet.reconcile.observe import LiveChild, ParsedModel
+
+KEY = ("ns", "chat")
+
+
+class _Prometheus(http.server.BaseHTTPRequestHandler):
+    """Answers ``/api/v1/query`` with the first table entry whose key is in the query."""
+
+    table: ClassVar[dict[str, float]] = {}
+    queries: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["query"][0]
+        self.queries.append(query)
+        now = time.time()
+        result = []
+        for needle, value in self.table.items():
+            if needle in query:
+                result = [{"metric": {}, "value": [now, str(value)]}]
+                break
+        body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def prometheus() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Prometheus.queries.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def signals(rate: float, *, ttft_s: float = 0.2, queue: float = 0.0, pods: int = 2) -> None:
+    _Prometheus.table = {
+        "vector(1)": 1.0,
+        "timestamp(": time.time(),
+        "count(": float(pods),
+        "deriv(": 0.0,
+        "request_success_total": rate,
+        "num_requests_waiting": queue,
+        "time_to_first_token": ttft_s,
+        "prompt_tokens_total": rate * 512,
+        "generation_tokens_total": rate * 128,
+    }
+
+
+def parsed(status: dict[str, Any] | None = None, *, prior: float = 1.0) -> ParsedModel:
+    raw = {
+        "apiVersion": "infleet.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "chat", "namespace": "ns", "uid": "u1"},
+        "spec": {
+            "model": "org/chat",
+            "slo": {"timeToFirstTokenMs": 500},
+            "replicas": {"min": 0, "max": 8},
+            "traffic": {"requestsPerSecond": prior, "meanInputTokens": 512,
+                        "meanOutputTokens": 128},
+            "variants": [{"name": "h100", "acceleratorType": "nvidia-h100-80gb",
+                          "maxRequestsPerSecond": 5, "startupSeconds": 1}],
+        },
+    }  # fmt: skip
+    if status is not None:
+        raw["status"] = status
+    return ParsedModel(ModelDeployment.model_validate(raw), "u1", raw)
+
+
+def child(replicas: int) -> LiveChild:
+    return LiveChild("ns", "chat-h100-pool", "chat", "h100", "pool", replicas, replicas, "h", {})
+
+
+def current(replicas: int) -> dict[tuple[tuple[str, str], str, str], int]:
+    return {(KEY, "h100", "pool"): replicas}
+
+
+def test_fresh_metrics_give_measured_demand_and_floor_one(prometheus: str) -> None:
+    signals(6.0)
+    scaler = Autoscaler(PrometheusClient(prometheus, retries=0), window="20s")
+    cycle = scaler.prepare([parsed()], [child(2)], current(2), time.time())
+    demand = cycle.demand[KEY]
+    assert demand.source == "metrics"
+    assert demand.requests_per_second == pytest.approx(6.0)
+    assert demand.mix is not None
+    assert demand.mix.mean_input_tokens == pytest.approx(512)
+    assert cycle.bounds[KEY] == (1, 8)  # min 0 but serving: floor 1 (no scale to zero)
+    record = cycle.records[KEY]
+    assert record.verdict.met is True
+    assert record.decision.metrics_available
+    # The variant was read with its own Deployment's pods for calibration.
+    assert any("pod=~" in q and "pool" in q for q in _Prometheus.queries)
+
+
+def test_prometheus_down_holds_current_replicas_and_previous_demand() -> None:
+    scaler = Autoscaler(PrometheusClient("http://127.0.0.1:9", retries=0, timeout=1.0))
+    previous = ModelScalingState(planned_requests_per_second=9.0, planned_source="metrics")
+    model = parsed({"scaling": previous.to_dict()})
+    cycle = scaler.prepare([model], [child(3)], current(3), time.time())
+    assert cycle.demand[KEY].requests_per_second == 9.0  # not the 1 req/s prior
+    assert cycle.bounds[KEY] == (3, 8)  # never below what runs
+    record = cycle.records[KEY]
+    assert not record.decision.metrics_available
+    assert record.verdict.met is None
+    status = cycle.status(KEY, {"desiredReplicas": 3, "conditions": []}, {}, _now(), 1)
+    by_type = {c["type"]: c["status"] for c in status["conditions"]}
+    assert by_type == {"MetricsAvailable": "False", "SLOMet": "Unknown"}
+    assert status["observed"]["requestsPerSecond"] is None
+
+
+def test_state_restored_from_status_keeps_the_window_peak(prometheus: str) -> None:
+    now = time.time()
+    # 12 req/s planned 10 s ago inside the 300 s window: a quiet cycle keeps planning 12.
+    stored = ModelScalingState(
+        samples=((now - 10, 12.0),), planned_requests_per_second=12.0, planned_source="metrics"
+    )
+    signals(2.0)
+    scaler = Autoscaler(PrometheusClient(prometheus, retries=0))
+    cycle = scaler.prepare([parsed({"scaling": stored.to_dict()})], [child(3)], current(3), now)
+    assert cycle.demand[KEY].requests_per_second == pytest.approx(12.0)
+    # A bad stored state is ignored (fresh start), not fatal.
+    scaler = Autoscaler(PrometheusClient(prometheus, retries=0))
+    cycle = scaler.prepare(
+        [parsed({"scaling": {"samples": [[1.0, 2.0, 3.0]]}})], [child(3)], current(3), now
+    )
+    assert cycle.demand[KEY].requests_per_second == pytest.approx(2.0)
+
+
+def test_breach_with_headroom_derates_the_variant(prometheus: str) -> None:
+    # 2 pods at 1 req/s each of 5: 20% load, p95 TTFT 900 ms > 500 ms: the model is optimistic.
+    signals(2.0, ttft_s=0.9)
+    scaler = Autoscaler(PrometheusClient(prometheus, retries=0), policy=ScalingPolicy())
+    cycle = scaler.prepare([parsed()], [child(2)], current(2), time.time())
+    assert cycle.calibration[(KEY, "h100")] == pytest.approx(0.85)
+    assert cycle.records[KEY].state.calibration == (("h100", pytest.approx(0.85)),)
+    assert cycle.records[KEY].verdict.met is False
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime(2026, 5, 1, tzinfo=UTC)
