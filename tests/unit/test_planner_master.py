@@ -28,6 +28,7 @@ from infleet.core.planner import (
     PlanProblem,
     PoolSupply,
     VariantOption,
+    _serves_everyone,
     solve_reference_milp,
 )
 from infleet.core.repair import fill_cheaper_pools
@@ -144,3 +145,36 @@ def test_master_bound_never_above_highs_optimum(seed: int) -> None:
     _, lp = found
     accelerators = sum(p.accelerators for p in reference.placements)
     assert lp.bound <= reference.cost_per_hour + 1e-6 * accelerators + 1e-7
+
+
+def _with_unplaceable(min_replicas: int) -> PlanProblem:
+    # m0 has no pool of its type (NoMatchingPool) but asks for replicas; m1 needs 2 x 10 rps.
+    lost = ModelRequest(
+        key=("ns", "m0"),
+        demand_rps=5.0,
+        target_utilization=1.0,
+        min_replicas=min_replicas,
+        variants=(VariantOption("v", "other", 1, 10.0),),
+    )
+    served = ModelRequest(
+        key=("ns", "m1"),
+        demand_rps=20.0,
+        target_utilization=1.0,
+        variants=(VariantOption("v", TYPE, 1, 10.0),),
+    )
+    return PlanProblem(models=(lost, served), pools=(PoolSupply("p", TYPE, 4, 1.0),))
+
+
+@pytest.mark.parametrize(
+    ("min_replicas", "replicas", "expected"),
+    [(1, 2, True), (0, 2, True), (1, 1, False), (1, 5, False)],
+)
+def test_serves_everyone_ignores_models_no_pool_can_hold(
+    min_replicas: int, replicas: int, expected: bool
+) -> None:
+    # 2 replicas meet m1's 20 rps; 1 does not; 5 overfill the 4-accelerator pool. m0's unmet
+    # demand and minimum never count: no plan could serve it.
+    index = build_index(_with_unplaceable(min_replicas))
+    assert index.n_triples == 1
+    plan = np.array([replicas], dtype=np.int64)
+    assert _serves_everyone(index, plan) is expected

@@ -14,7 +14,8 @@ steps. The LP is very tight on these fleets (most models come out integral), so:
 * when a gap remains, *reduced-cost fixing* shrinks the integer master: a plan cheaper than the
   one in hand needs the sum over models of ``cost_lambda(choice) - best_lambda(model)`` to stay
   below the gap, so any column or pool whose reduced cost alone reaches the gap is dropped, and
-  HiGHS solves what is left exactly (usually a handful of models and pools).
+  HiGHS solves what is left exactly, built from the surviving variables only and with a cutoff
+  row just below the plan in hand (infeasible = the plan is optimal).
 
 The integer master is exact when no churn cost applies (an optimum never holds a removable
 replica, so it is a minimal column) and every model's columns were fully enumerated.

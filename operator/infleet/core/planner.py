@@ -45,8 +45,9 @@ Algorithm (``plan_fleet``):
    ``EXACT_COLUMN_LIMIT`` candidates per model; on large ones the biggest models may be
    truncated, and their share of the bound is then relaxed).
 2. Master LP (`infleet.core.master`): one HiGHS LP over the columns and the per-pool split of
-   every item (the Dantzig-Wolfe master). Its pool duals are the optimal pool prices; the
-   Lagrangian value recomputed exactly at those prices is the proven lower bound.
+   every item (the Dantzig-Wolfe master), solved without HiGHS's presolve (slower than the solve
+   itself on this LP). Its pool duals are the optimal pool prices; the Lagrangian value
+   recomputed exactly at those prices is the proven lower bound.
 3. Rounding: models the LP placed integrally keep their placement; split ones keep their whole
    replicas and place the rest cheapest-first; fractional ones are re-placed against what is
    left; then replicas move to cheaper pools with room (`infleet.core.repair`) and touched
@@ -54,8 +55,9 @@ Algorithm (``plan_fleet``):
 4. If the proven gap exceeds the target (``1e-9`` on small fleets of at most ``EXACT_TRIPLES``
    eligible triples, ``gap_tolerance`` otherwise): reduced-cost fixing at the LP prices drops
    every column and pool that cannot be part of a cheaper plan, and HiGHS solves the integer
-   master on what is left (exact without churn; with churn, small fleets go to HiGHS on the full
-   program instead).
+   master on what is left: only the surviving variables and their rows, plus a cutoff row
+   (cost below the plan in hand), so "infeasible" proves the plan optimal. Exact without churn;
+   with churn, small fleets go to HiGHS on the full program instead.
 5. Fallbacks: if the LP is infeasible (not everything fits), the lexicographic program goes to
    HiGHS (`infleet.core.milp`); if the LP fails (time, numerics) or no model needs anything, the
    older subgradient decomposition (`infleet.core.lagrange`) runs, with HiGHS after it.
