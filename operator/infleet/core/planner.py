@@ -45,9 +45,9 @@ Algorithm (``plan_fleet``):
    ``EXACT_COLUMN_LIMIT`` candidates per model; on large ones the biggest models may be
    truncated, and their share of the bound is then relaxed).
 2. Master LP (`infleet.core.master`): one HiGHS LP over the columns and the per-pool split of
-   every item (the Dantzig-Wolfe master), solved without HiGHS's presolve (slower than the solve
-   itself on this LP). Its pool duals are the optimal pool prices; the Lagrangian value
-   recomputed exactly at those prices is the proven lower bound.
+   every item (the Dantzig-Wolfe master), on small fleets without HiGHS's presolve (it costs
+   more than it saves there; large fleets need it). Its pool duals are the optimal pool prices;
+   the Lagrangian value recomputed exactly at those prices is the proven lower bound.
 3. Rounding: models the LP placed integrally keep their placement; split ones keep their whole
    replicas and place the rest cheapest-first; fractional ones are re-placed against what is
    left; then replicas move to cheaper pools with room (`infleet.core.repair`) and touched
@@ -144,7 +144,7 @@ def plan_fleet(
     dec = Decomposition(index, EXACT_COLUMN_LIMIT if small else COLUMN_LIMIT)
     lp: MasterLP | str = "failed"
     if dec.active:
-        lp = solve_master_lp(dec, deadline - time.perf_counter())
+        lp = solve_master_lp(dec, deadline - time.perf_counter(), presolve=not small)
     if isinstance(lp, MasterLP):
         planned = _plan_from_master(index, dec, lp, wanted, start, time_limit_seconds)
         if planned is not None:
