@@ -103,7 +103,7 @@ def build_registry() -> kopf.OperatorRegistry:
         def on_event(event: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
             fleet: FleetLoop | None = memo.get("fleet")
             if fleet is not None and prints.changed(kind, event, print_):
-                fleet.trigger()
+                fleet.trigger(kind)
 
         return on_event
 
@@ -113,8 +113,8 @@ def build_registry() -> kopf.OperatorRegistry:
     kopf.on.event("infleet.io", "v1alpha1", "acceleratorpools", registry=registry)(
         watcher("apool", _spec_print)
     )
-    kopf.on.event("", "v1", "nodes", registry=registry)(watcher("node", _node_print))
-    kopf.on.event("", "v1", "pods", labels=MANAGED, registry=registry)(watcher("pod", _pod_print))
+    kopf.on.event("", "v1", "nodes", registry=registry)(watcher("nodes", _node_print))
+    kopf.on.event("", "v1", "pods", labels=MANAGED, registry=registry)(watcher("pods", _pod_print))
     kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry)(
         watcher("deploy", _deployment_print)
     )

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -161,6 +161,9 @@ class FleetReconciler:
         """Unix time at which a time-based input changes (a grace period ends, a hold expires)."""
         self.last_cycle = float("-inf")
         """Unix time the last cycle started."""
+        self.last_full_read = float("-inf")
+        """Unix time of the last cycle that listed every kind (see ``resync_seconds``)."""
+        self._snapshot: Snapshot | None = None
         self._writers = ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="infleet-write")
         self._writes: _Writes | None = None
 
@@ -197,12 +200,26 @@ class FleetReconciler:
         if self.metrics is not None:
             self.metrics.reconcile_errors.labels(stage).inc()
 
-    def run_cycle(self) -> CycleReport:
-        """Read, plan, apply, report. Raises only when the cluster cannot be read at all."""
+    def run_cycle(self, refresh: Collection[str] | None = None) -> CycleReport:
+        """Read, plan, apply, report. Raises only when the cluster cannot be read at all.
+
+        ``refresh`` names the cached kinds (nodes, pods) watch events changed since the last
+        cycle; the others are reused. None, or a resync being due, reads everything.
+        """
         start = time.perf_counter()
-        self.last_cycle = self.clock()
+        now = self.clock()
+        full = refresh is None or now - self.last_full_read >= self.settings.fleet.resync_seconds
+        self.last_cycle = now
         report = CycleReport()
-        snap = read_snapshot(self.kube, self.settings.namespaces)
+        snap = read_snapshot(
+            self.kube,
+            self.settings.namespaces,
+            previous=None if full else self._snapshot,
+            refresh=refresh or (),
+        )
+        self._snapshot = snap
+        if full:
+            self.last_full_read = now
         self._writes = _Writes(self._writers, report, self._error)
         try:
             self._cycle(snap, report)

@@ -36,11 +36,15 @@ class FleetLoop:
         self.last_progress = time.monotonic()
         self._dirty: asyncio.Event | None = None
         self._shown: object = None
+        self._changed: set[str] = {"*"}
         self.acting: tuple[bool, str] | None = None
         """With peering: whether this instance was active at the last check, and why."""
 
-    def trigger(self) -> None:
-        """Something relevant changed: plan again soon (many triggers, one cycle)."""
+    def trigger(self, kind: str | None = None) -> None:
+        """Something relevant changed: plan again soon (many triggers, one cycle). ``kind``
+        ("nodes", "pods", ...) says what changed, so the cycle re-lists only the cached kinds
+        that did (None: anything may have)."""
+        self._changed.add(kind or "*")
         if self._dirty is not None:
             self._dirty.set()
 
@@ -95,8 +99,11 @@ class FleetLoop:
 
     async def _cycle(self) -> None:
         try:
-            report = await asyncio.to_thread(self.reconciler.run_cycle)
+            changed, self._changed = self._changed, set()
+            refresh = None if "*" in changed else changed
+            report = await asyncio.to_thread(self.reconciler.run_cycle, refresh)
         except Exception:
+            self._changed.add("*")  # read everything again next time
             log.exception("fleet cycle failed; retrying at the next trigger or interval")
             if self.metrics is not None:
                 self.metrics.reconcile_errors.labels("cycle").inc()
