@@ -157,8 +157,7 @@ def apply_nodes(api: client.ApiClient, manifests: Sequence[dict[str, Any]]) -> t
     Returns (created, updated); nodes already as wanted cost no request.
     """
     core = client.CoreV1Api(api)
-    listing = _raw(core.list_node(label_selector=POOL_LABEL, _preload_content=False))
-    existing = {item["metadata"]["name"]: item for item in listing.get("items", [])}
+    existing = {item["metadata"]["name"]: item for item in _list_nodes(core)}
     jobs: list[tuple[Any, dict[str, Any]]] = []
     for manifest in manifests:
         current = existing.get(manifest["metadata"]["name"])
@@ -173,19 +172,22 @@ def apply_nodes(api: client.ApiClient, manifests: Sequence[dict[str, Any]]) -> t
     return created, len(jobs) - created
 
 
-def _name(node: client.V1Node) -> str:
-    return str(node.metadata.name) if node.metadata else ""
+def _list_nodes(core: client.CoreV1Api) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = _raw(
+        core.list_node(label_selector=POOL_LABEL, _preload_content=False)
+    ).get("items", [])
+    return items
 
 
-def _ready(node: client.V1Node) -> bool:
-    conditions = (node.status.conditions if node.status else None) or []
-    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+def _ready(node: dict[str, Any]) -> bool:
+    conditions = node.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def delete_stale_nodes(api: client.ApiClient, wanted: set[str]) -> int:
     """Delete sandbox nodes (those with the pool label) not in `wanted`; returns how many."""
     core = client.CoreV1Api(api)
-    existing = [_name(n) for n in core.list_node(label_selector=POOL_LABEL).items]
+    existing = [n["metadata"]["name"] for n in _list_nodes(core)]
     stale = [name for name in existing if name not in wanted]
     for name in stale:
         try:
@@ -202,7 +204,7 @@ def wait_nodes_ready(api: client.ApiClient, names: Sequence[str], timeout: float
     wanted = set(names)
     deadline = time.monotonic() + timeout
     while True:
-        ready = {_name(n) for n in core.list_node(label_selector=POOL_LABEL).items if _ready(n)}
+        ready = {n["metadata"]["name"] for n in _list_nodes(core) if _ready(n)}
         missing = wanted - ready
         if not missing:
             return
