@@ -49,8 +49,9 @@ test: static sandbox-bins
 # the operator (`infleet sandbox down` stops the sandbox).
 demo: venv sandbox-bins
 	@$(BIN)/infleet plan -f examples/
-	@eval "$$($(BIN)/infleet sandbox up | tail -n 1)" && \
-	  kubectl apply --server-side -f crds/ && kubectl apply -f examples/ && \
+	@$(BIN)/infleet sandbox up >/dev/null && eval "$$($(BIN)/infleet sandbox env)" && \
+	  kubectl create namespace llm --dry-run=client -o yaml | kubectl apply -f - && \
+	  kubectl apply --server-side -f examples/ && \
 	  exec $(BIN)/infleet run --interval 5 --show-fleet --metrics-port 0
 
 bench: venv
