@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+TIMEOUT = 900
+"""Seconds to wait for every model Ready before giving up (and still measuring RSS, CPU)."""
 POOLS = 10
 NODES_PER_POOL = 200
 PER_NODE = 8
@@ -91,16 +93,16 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def all_ready(env: dict[str, str], namespace: str, count: int) -> bool:
+def ready_count(env: dict[str, str], namespace: str) -> int:
     out = kubectl(
         env, "get", "mdep", "-n", namespace, "-o",
         'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
     )  # fmt: skip
-    return out.split().count("True") == count
+    return out.split().count("True")
 
 
 def run(count: int, env: dict[str, str], work: Path) -> dict[str, float]:
-    namespace = f"bench-{count}"
+    namespace = f"bench-{count}-{os.getpid() % 10000}"
     kubectl(env, "create", "namespace", namespace)
     log = (work / f"operator-{count}.log").open("w")
     op = subprocess.Popen(
@@ -111,19 +113,30 @@ def run(count: int, env: dict[str, str], work: Path) -> dict[str, float]:
         time.sleep(3)
         start = time.monotonic()
         kubectl(env, "apply", "-f", "-", stdin=yaml.safe_dump_all(models(count, namespace)))
-        while not all_ready(env, namespace, count):
-            if time.monotonic() - start > 600:
-                raise SystemExit(f"{count} models not Ready after 600 s; see {log.name}")
-            time.sleep(1)
-        converge = time.monotonic() - start
+        applied = time.monotonic() - start
+        print(f"{count} models: kubectl apply took {applied:.1f} s", flush=True)
+        while (ready := ready_count(env, namespace)) < count:
+            if time.monotonic() - start > TIMEOUT:
+                print(f"{count} models: only {ready} Ready after {TIMEOUT} s", flush=True)
+                converge = float("inf")
+                break
+            time.sleep(2)
+        else:
+            converge = time.monotonic() - start
         time.sleep(5)
         cpu0, t0 = proc_cpu_seconds(op.pid), time.monotonic()
         time.sleep(30)
         idle = (proc_cpu_seconds(op.pid) - cpu0) / (time.monotonic() - t0)
-        return {"models": count, "seconds": converge, "rss": peak_rss_mib(op.pid), "idle": idle}
+        result = {"models": count, "seconds": converge, "rss": peak_rss_mib(op.pid), "idle": idle}
+        print(f"{count} models: {result}", flush=True)
+        return result
     finally:
         op.send_signal(signal.SIGINT)
-        op.wait(timeout=30)
+        try:
+            op.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            op.kill()
+            op.wait()
         kubectl(env, "delete", "namespace", namespace, "--wait=false")
 
 
