@@ -15,6 +15,7 @@ eligibility rules and the structural limits of a model are decided once, here:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,22 +176,47 @@ def _validate_model(model: ModelRequest) -> None:
 
 
 def max_reachable_capacity(
-    best_on_demand: float, best_spot: float, max_replicas: int, spot_fraction: float
+    best_on_demand: float, spot_capacities: Sequence[float], max_replicas: int, spot_fraction: float
 ) -> float:
-    """Most capacity ``max_replicas`` replicas reach given the best per-replica capacities.
+    """Most capacity ``max_replicas`` replicas reach: the exact integer optimum.
 
-    Non-spot replicas use the best non-spot variant; spot replicas the best spot one, as many as
-    the spot share allows (checked exhaustively: ``max_replicas`` is small).
+    ``spot_capacities`` are the per-replica capacities of the variants usable on spot pools.
+    Non-spot replicas all use the best non-spot variant (a better one raises the total and
+    lowers the spot share), and every replica is used. A spot variant no better than that is
+    dominated by a non-spot replica. With ``a_i`` spot replicas of capacity ``v_i`` (the rest,
+    ``b``, non-spot), the spot share ``sum a_i v_i <= f * total`` becomes the knapsack
+    ``sum a_i ((1 - f) v_i + f b) <= f * max_replicas * b`` with profit ``sum a_i (v_i - b)``;
+    its weights exceed ``b``, so it never uses more than ``max_replicas`` replicas. A weaker
+    spot variant can beat the best one here (it fits the share where the best one does not),
+    so the knapsack is solved exactly by branch and bound over the few spot variants.
     """
+    best_spot = max(spot_capacities, default=0.0)
     if best_spot <= best_on_demand or spot_fraction <= 0:
         return max_replicas * best_on_demand
     if spot_fraction >= 1:
         return max_replicas * best_spot
-    spot = np.arange(max_replicas + 1, dtype=np.float64)
-    spot_capacity = spot * best_spot
-    total = spot_capacity + (max_replicas - spot) * best_on_demand
-    allowed = spot_capacity <= spot_fraction * total + RPS_TOLERANCE * (1.0 + total)
-    return float(total[allowed].max())
+    b, f = best_on_demand, spot_fraction
+    values = sorted({v for v in spot_capacities if v > b})
+    profit = [v - b for v in values]
+    weight = [(1.0 - f) * v + f * b for v in values]
+    # Best profit per unit of weight first, so the LP bound of the rest is its first item's.
+    order = sorted(range(len(values)), key=lambda i: profit[i] / weight[i], reverse=True)
+    profit = [profit[i] for i in order]
+    weight = [weight[i] for i in order]
+    # Same slack as the spot-share check of the column enumeration.
+    room = f * max_replicas * b + RPS_TOLERANCE
+    best = 0.0
+
+    def search(i: int, left: float, gained: float) -> None:
+        nonlocal best
+        best = max(best, gained)
+        if i == len(profit) or gained + left * profit[i] / weight[i] <= best + 1e-12:
+            return
+        for count in range(int(left // weight[i]), -1, -1):
+            search(i + 1, left - count * weight[i], gained + count * profit[i])
+
+    search(0, room, 0.0)
+    return max_replicas * b + best
 
 
 def build_index(problem: PlanProblem) -> FleetIndex:
@@ -207,11 +233,15 @@ def build_index(problem: PlanProblem) -> FleetIndex:
     starts = [0]
     for m, model in enumerate(problem.models):
         pairs = _eligible_pairs(model, pools, pool_pos)
-        best = {False: 0.0, True: 0.0}
+        best_on_demand = 0.0
+        spot_capacities: list[float] = []
         for v, p in pairs:
             variant = model.variants[v]
             spot = pools[p].capacity_type == "spot"
-            best[spot] = max(best[spot], variant.capacity_rps)
+            if spot:
+                spot_capacities.append(variant.capacity_rps)
+            else:
+                best_on_demand = max(best_on_demand, variant.capacity_rps)
             cols["m"].append(m)
             cols["v"].append(v)
             cols["p"].append(p)
@@ -223,7 +253,7 @@ def build_index(problem: PlanProblem) -> FleetIndex:
         starts.append(len(cols["m"]))
         required[m] = model.required_rps
         reach = max_reachable_capacity(
-            best[False], best[True], model.max_replicas, model.spot_max_fraction
+            best_on_demand, spot_capacities, model.max_replicas, model.spot_max_fraction
         )
         max_capacity[m] = reach
         target[m] = min(required[m], reach)
