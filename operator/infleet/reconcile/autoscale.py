@@ -300,5 +300,7 @@ def autoscaler_from_settings(settings: AutoscaleSettings) -> Autoscaler | None:
     """The autoscaler for ``infleet run``'s settings; ``None`` when no Prometheus is set."""
     if settings.prometheus_url is None:
         return None
+    # httpx logs every request at INFO: a dozen lines per model per cycle.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     client = PrometheusClient(settings.prometheus_url, timeout=settings.query_timeout_seconds)
     return Autoscaler(client, window=settings.metrics_window)
