@@ -46,6 +46,9 @@ class MilpResult:
     """HiGHS's bound on the final (cost + churn) objective, in the objective's units."""
     stages: int
     seconds: float
+    found: bool = True
+    """Whether the last stage returned a solution (False: timeout or error; ``replicas`` is then
+    an earlier stage's solution or all zeros)."""
 
 
 class _Program:
@@ -171,9 +174,11 @@ def solve_milp(index: FleetIndex, *, mip_rel_gap: float, time_limit_seconds: flo
     def left() -> float:
         return deadline - time.perf_counter()
 
-    def finish(x: FloatArray | None, gap: float, bound: float, stages: int) -> MilpResult:
+    def finish(
+        x: FloatArray | None, gap: float, bound: float, stages: int, found: bool = True
+    ) -> MilpResult:
         replicas = np.zeros(t, dtype=np.int64) if x is None else np.rint(x[:t]).astype(np.int64)
-        return MilpResult(replicas, gap, bound, stages, time.perf_counter() - start)
+        return MilpResult(replicas, gap, bound, stages, time.perf_counter() - start, found)
 
     # Stage 0: everything fits (no unmet capacity, no missing minimum replicas).
     strict = program.ub.copy()
@@ -182,7 +187,7 @@ def solve_milp(index: FleetIndex, *, mip_rel_gap: float, time_limit_seconds: flo
     if x is not None:
         return finish(x, gap, bound, 1)
     if status != _HIGHS_INFEASIBLE and left() <= 0:
-        return finish(None, 1.0, 0.0, 1)
+        return finish(None, 1.0, 0.0, 1, found=False)
 
     worst_gap, stages = 0.0, 1
     last: FloatArray | None = None
@@ -197,7 +202,7 @@ def solve_milp(index: FleetIndex, *, mip_rel_gap: float, time_limit_seconds: flo
             status, x, value, _, gap = program.solve(objective, program.ub, mip_rel_gap, left())
             stages += 1
             if x is None:
-                return finish(last, 1.0, 0.0, stages)
+                return finish(last, 1.0, 0.0, stages, found=False)
             last = x
             worst_gap = max(worst_gap, gap)
             if value <= _FIX_SLACK:
@@ -208,5 +213,5 @@ def solve_milp(index: FleetIndex, *, mip_rel_gap: float, time_limit_seconds: flo
     status, x, _, bound, gap = program.solve(cost, program.ub, mip_rel_gap, max(left(), 0.05))
     stages += 1
     if x is None:
-        return finish(last, 1.0, 0.0, stages)
+        return finish(last, 1.0, 0.0, stages, found=False)
     return finish(x, max(worst_gap, gap), bound, stages)

@@ -62,9 +62,15 @@ Algorithm (``plan_fleet``):
    HiGHS (`infleet.core.milp`); if the LP fails (time, numerics) or no model needs anything, the
    older subgradient decomposition (`infleet.core.lagrange`) runs, with HiGHS after it.
 
+6. Last resort: when HiGHS comes back without a solution (time limit, error) and no other path
+   produced a plan, a deterministic greedy (`infleet.core.fallback`) places the models by
+   priority, each as much as fits; the better of it and whatever HiGHS left is returned, so a
+   timeout never yields an empty plan.
+
 ``SolverInfo.name`` says which path produced the plan: ``decomposition`` (steps 1-3 proved the
-gap), ``decomposition+highs`` (HiGHS closed or tried to close the gap after them) or ``highs``
-(shortage: HiGHS alone).
+gap), ``decomposition+highs`` (HiGHS closed or tried to close the gap after them), ``highs``
+(shortage: HiGHS alone) or ``greedy-fallback`` (step 6; its gap is 1 unless a proven bound
+exists and the plan serves every model).
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from infleet.core.decompose import COLUMN_LIMIT, EXACT_COLUMN_LIMIT, Decomposition, objective
+from infleet.core.fallback import fallback_replicas, shortfall_key
 from infleet.core.lagrange import solve_decomposition
 from infleet.core.master import MasterLP, close_gap, round_master, solve_master_lp
 from infleet.core.milp import solve_milp
@@ -153,6 +160,9 @@ def plan_fleet(
         # Not everything fits: the lexicographic program goes straight to HiGHS.
         left = max(deadline - time.perf_counter(), 0.05)
         exact = solve_milp(index, mip_rel_gap=wanted, time_limit_seconds=left)
+        if not exact.found:
+            # Under shortage no cost bound is known: the fallback's gap is reported as 1.
+            return _best_or_fallback(index, dec, exact.replicas, "highs", exact.gap, None, start)
         return _finish(index, exact.replicas, "highs", start, exact.gap)
     return _subgradient_path(index, dec, wanted, small, start, deadline, time_limit_seconds)
 
@@ -251,6 +261,9 @@ def _subgradient_path(
         return _finish(index, dec_result.replicas, "decomposition", start, dec_result.gap)
     exact = solve_milp(index, mip_rel_gap=wanted, time_limit_seconds=max(left, 0.05))
     if dec_result.replicas is None:
+        if not exact.found:
+            bound = dec_result.lower_bound if np.isfinite(dec_result.lower_bound) else None
+            return _best_or_fallback(index, dec, exact.replicas, "highs", exact.gap, bound, start)
         return _finish(index, exact.replicas, "highs", start, exact.gap)
     mine, theirs = dec_result.objective, objective(index, exact.replicas)
     bound = max(dec_result.lower_bound, exact.lower_bound)
@@ -262,6 +275,31 @@ def _subgradient_path(
         # everyone; trust the feasible plan in hand and its bound.
         best, gap = dec_result.replicas, dec_result.gap
     return _finish(index, best, "decomposition+highs", start, gap)
+
+
+def _best_or_fallback(
+    index: FleetIndex,
+    dec: Decomposition,
+    replicas: IntArray,
+    name: str,
+    gap: float,
+    bound: float | None,
+    start: float,
+) -> FleetPlan:
+    """The better of ``replicas`` (HiGHS without a final solution) and the greedy fallback.
+
+    Better means lexicographically: unmet capacity and missing minimum replicas per priority
+    level, highest first, then cost. ``bound`` is a proven lower bound on the full-service
+    objective, if one is known; the fallback's gap is 1 without it or when it leaves a model
+    short (the bound then says nothing about that plan).
+    """
+    greedy = fallback_replicas(dec)
+    if shortfall_key(index, greedy) >= shortfall_key(index, replicas):
+        return _finish(index, replicas, name, start, gap)
+    honest = 1.0
+    if bound is not None and _serves_everyone(index, greedy):
+        honest = _gap(objective(index, greedy), bound)
+    return _finish(index, greedy, "greedy-fallback", start, honest)
 
 
 def _finish(
