@@ -207,3 +207,49 @@ def test_next_deadline_is_the_first_grace_end_or_hold_expiry() -> None:
     assert next_deadline(pods, book, grace_seconds=60) == first - 50
     # A namespaced operator ignores other namespaces' replicas (pods here have none).
     assert next_deadline(pods[:3], HoldBook(), grace_seconds=60, namespaces=("x",)) == float("inf")
+
+
+def test_slimmed_nodes_and_pods_read_the_same() -> None:
+    """The snapshot keeps only what the inventory reads; the result must not change."""
+    from infleet.k8s.snapshot import slim_node, slim_pod
+
+    full_node: dict[str, Any] = {
+        "metadata": {
+            "name": "n1",
+            "labels": {"infleet.io/pool": "a"},
+            "uid": "x",
+            "annotations": {"k": "v"},
+        },
+        "spec": {"unschedulable": True, "taints": [{"key": "t", "effect": "NoSchedule"}]},
+        "status": {
+            "allocatable": {"nvidia.com/gpu": "8", "cpu": "96"},
+            "capacity": {"nvidia.com/gpu": "8"},
+            "conditions": [
+                {"type": "MemoryPressure", "status": "False"},
+                {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-01-01T00:00:00Z"},
+            ],
+            "images": [{"names": ["x"] * 50}],
+        },
+    }
+    assert NodeInfo.from_object(slim_node(full_node)) == NodeInfo.from_object(full_node)
+    pods = [
+        pod(2, node_name="n1"),
+        pod(3, node_name="n1", ours=False),
+        pod(2, unschedulable_at="2026-01-01T11:58:00Z"),
+    ]
+    for p in pods:
+        p["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+        p["status"]["conditions"] = [
+            *p["status"].get("conditions", []),
+            {"type": "Ready", "status": "False"},
+        ]
+    pools = [pool("a")]
+    nodes = [node("n1", "a")]
+    slim = [slim_pod(p) for p in pods]
+    assert pool_usage(pools, nodes, slim, now=NOW, grace_seconds=60) == pool_usage(
+        pools, nodes, pods, now=NOW, grace_seconds=60
+    )
+    assert next_deadline(slim, HoldBook(), grace_seconds=600) == next_deadline(
+        pods, HoldBook(), grace_seconds=600
+    )
+    assert "managedFields" not in slim[0]["metadata"]

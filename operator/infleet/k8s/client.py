@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import urllib3
@@ -110,9 +110,15 @@ class Kube:
         return json.loads(data) if data else None
 
     def list_items(
-        self, path: str, *, label_selector: str | None = None, field_selector: str | None = None
+        self,
+        path: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
-        """Every item of a list endpoint, following ``continue`` tokens."""
+        """Every item of a list endpoint, following ``continue`` tokens. ``keep`` trims each
+        item as its page arrives (thousands of nodes and pods need not be held whole)."""
         items: list[dict[str, Any]] = []
         query: dict[str, str] = {"limit": "500"}
         if label_selector:
@@ -121,7 +127,8 @@ class Kube:
             query["fieldSelector"] = field_selector
         while True:
             page = self.request("GET", path, query=query)
-            items.extend(page.get("items") or [])
+            page_items = page.get("items") or []
+            items.extend(map(keep, page_items) if keep else page_items)
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return items
