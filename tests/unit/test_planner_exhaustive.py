@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from infleet.core.planner import (
@@ -292,6 +292,8 @@ def _unmet(plan: FleetPlan) -> float:
 
 @PROPERTY
 @given(seeds)
+# Rounding the master LP once left a top-priority model 0.88 rps short with gap 0 reported.
+@example(seed=106160)
 def test_constraints_hold_and_cost_never_below_reference(seed: int) -> None:
     problem = mid_fleet(seed)
     mine = plan_fleet(problem)
