@@ -47,12 +47,14 @@ test: static sandbox-bins
 
 # Sandbox up, examples applied, the operator printing the fleet as it converges; Ctrl-C stops
 # the operator (`infleet sandbox down` stops the sandbox).
+# The demo plans from the examples' traffic priors; `sandbox env` also exports the sandbox's
+# Prometheus URL, which would switch `infleet run` to live metrics (no load is set here).
 demo: venv sandbox-bins
 	@$(BIN)/infleet plan -f examples/
 	@$(BIN)/infleet sandbox up >/dev/null && eval "$$($(BIN)/infleet sandbox env)" && \
 	  kubectl create namespace llm --dry-run=client -o yaml | kubectl apply -f - && \
 	  kubectl apply --server-side -f examples/ && \
-	  exec $(BIN)/infleet run --interval 5 --show-fleet --metrics-port 0
+	  exec env -u INFLEET_PROMETHEUS_URL $(BIN)/infleet run --interval 5 --show-fleet --metrics-port 0
 
 bench: venv
 	$(BIN)/python bench/planner.py
