@@ -10,8 +10,6 @@ percentiles over a 20 s window so that a test sees a change within seconds.
 from __future__ import annotations
 
 import math
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from operator_process import Operator, apply_e2e_pools
 
 pytestmark = pytest.mark.e2e
 
@@ -49,43 +48,9 @@ def _infleet(box: Any, *args: str) -> None:
     assert done.returncode == 0, f"{' '.join(args)}: {done.stdout}{done.stderr}"
 
 
-class Operator:
-    """`infleet run` with live metrics, scoped to one namespace."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, prometheus: str, log: Path) -> None:
-        self.args = [
-            sys.executable, "-m", "infleet.cli", "run",
-            "--kubeconfig", str(kubeconfig), "-n", namespace,
-            "--interval", "2", "--debounce", "0.2", "--pending-grace", "30",
-            "--metrics-port", "0", "--prometheus-url", prometheus, "--metrics-window", "20s",
-        ]  # fmt: skip
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-
 @pytest.fixture(scope="module")
 def pools(cluster: Any) -> None:
-    subprocess.run(
-        [cluster.kubectl, "--kubeconfig", str(cluster.kubeconfig), "apply", "--server-side",
-         "-f", str(REPO / "tests/e2e/pools")],
-        check=True, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    apply_e2e_pools(cluster)
 
 
 @pytest.fixture
@@ -97,7 +62,13 @@ def box(cluster: Any) -> Any:
 def operator(
     cluster: Any, box: Any, pools: None, namespace: str, tmp_path: Path
 ) -> Iterator[Operator]:
-    op = Operator(cluster.kubeconfig, namespace, box.prometheus_url, tmp_path / "operator.log")
+    op = Operator(
+        cluster.kubeconfig,
+        namespace,
+        tmp_path / "operator.log",
+        pending_grace=30,
+        extra=("--prometheus-url", box.prometheus_url, "--metrics-window", "20s"),
+    )
     op.start()
     yield op
     op.stop()

@@ -7,8 +7,6 @@ are scheduled. Every model restricts its variants to one of the e2e pools (tests
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from operator_process import Operator, apply_e2e_pools
 
 pytestmark = pytest.mark.e2e
 
@@ -59,52 +58,9 @@ def model(
     }
 
 
-class Operator:
-    """`infleet run` as a child process, scoped to one namespace."""
-
-    def __init__(
-        self,
-        kubeconfig: Path,
-        namespace: str,
-        log: Path,
-        *,
-        metrics_port: int = 0,
-        extra: tuple[str, ...] = (),
-    ) -> None:
-        self.args = [
-            sys.executable, "-m", "infleet.cli", "run",
-            "--kubeconfig", str(kubeconfig), "-n", namespace,
-            "--interval", "2", "--debounce", "0.2", "--pending-grace", "3",
-            "--metrics-port", str(metrics_port), *extra,
-        ]  # fmt: skip
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with self.log.open("ab") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-
 @pytest.fixture(scope="module")
 def pools(cluster: Any) -> None:
-    """The e2e pools as AcceleratorPool objects (the sandbox made their nodes)."""
-    subprocess.run(
-        [cluster.kubectl, "--kubeconfig", str(cluster.kubeconfig), "apply", "--server-side",
-         "-f", str(REPO / "tests/e2e/pools")],
-        check=True, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    apply_e2e_pools(cluster)
 
 
 @pytest.fixture
