@@ -195,16 +195,31 @@ def test_printer_columns() -> None:
         ("Ready", "integer", ".status.readyReplicas"),
         ("Cost/h", "number", ".status.costPerHour"),
         ("SLO Met", "string", '.status.conditions[?(@.type=="SLOMet")].status'),
+        ("Scheduled", "string", '.status.conditions[?(@.type=="Scheduled")].reason'),
         ("Age", "date", ".metadata.creationTimestamp"),
+        ("Demand", "number", ".status.demand.requestsPerSecond"),
+        ("Unmet", "number", ".status.unmetRequestsPerSecond"),
+        ("Mode", "string", ".spec.mode"),
     ]
     assert columns("AcceleratorPool") == [
         ("Type", "string", ".spec.acceleratorType"),
         ("Capacity Type", "string", ".spec.capacityType"),
         ("Ready Nodes", "integer", ".status.readyNodes"),
+        ("Allocatable", "integer", ".status.allocatableAccelerators"),
         ("Free", "integer", ".status.freeAccelerators"),
         ("Cost/h", "number", ".spec.costPerAcceleratorHour"),
         ("Age", "date", ".metadata.creationTimestamp"),
+        ("Resource", "string", ".spec.resourceName"),
+        ("Nodes", "integer", ".status.nodes"),
+        ("Allocated", "integer", ".status.allocatedAccelerators"),
+        ("Max", "integer", ".spec.maxAccelerators"),
     ]
+    # Only the columns after Age are -o wide extras.
+    for kind in CRDS:
+        cols = CRDS[kind]["spec"]["versions"][0]["additionalPrinterColumns"]
+        age = [c["name"] for c in cols].index("Age")
+        assert all("priority" not in c for c in cols[: age + 1]), kind
+        assert all(c.get("priority") == 1 for c in cols[age + 1 :]), kind
 
 
 def test_printer_column_paths_exist_in_the_schema() -> None:

@@ -67,6 +67,11 @@ def _age() -> dict[str, Any]:
     return {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 
+def _wide(name: str, type_: str, json_path: str) -> dict[str, Any]:
+    """A column shown only by ``kubectl get -o wide`` (priority 1)."""
+    return {"name": name, "type": type_, "jsonPath": json_path, "priority": 1}
+
+
 POOL_CRD = CrdSpec(
     kind=AcceleratorPool.__name__,
     plural="acceleratorpools",
@@ -79,7 +84,18 @@ POOL_CRD = CrdSpec(
         {"name": "Type", "type": "string", "jsonPath": ".spec.acceleratorType"},
         {"name": "Capacity Type", "type": "string", "jsonPath": ".spec.capacityType"},
         {"name": "Ready Nodes", "type": "integer", "jsonPath": ".status.readyNodes"},
-        {"name": "Free", "type": "integer", "jsonPath": ".status.freeAccelerators"},
+        {
+            "name": "Allocatable",
+            "type": "integer",
+            "jsonPath": ".status.allocatableAccelerators",
+            "description": "Accelerators on Ready matching nodes, within maxAccelerators",
+        },
+        {
+            "name": "Free",
+            "type": "integer",
+            "jsonPath": ".status.freeAccelerators",
+            "description": "Accelerators still available to infleet",
+        },
         {
             "name": "Cost/h",
             "type": "number",
@@ -87,6 +103,11 @@ POOL_CRD = CrdSpec(
             "description": "USD per accelerator-hour",
         },
         _age(),
+        # -o wide only
+        _wide("Resource", "string", ".spec.resourceName"),
+        _wide("Nodes", "integer", ".status.nodes"),
+        _wide("Allocated", "integer", ".status.allocatedAccelerators"),
+        _wide("Max", "integer", ".spec.maxAccelerators"),
     ],
     root_rules=[_POOL_NAME_RULE],
 )
@@ -114,7 +135,19 @@ MODEL_CRD = CrdSpec(
             "type": "string",
             "jsonPath": '.status.conditions[?(@.type=="SLOMet")].status',
         },
+        {
+            # The reason, not the status: "CapacityShortage" says more than "False".
+            "name": "Scheduled",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Scheduled")].reason',
+            "description": "Placed, or why not: CapacityShortage, NoMatchingPool, Infeasible, "
+            "MaxReplicas, InvalidSpec",
+        },
         _age(),
+        # -o wide only
+        _wide("Demand", "number", ".status.demand.requestsPerSecond"),
+        _wide("Unmet", "number", ".status.unmetRequestsPerSecond"),
+        _wide("Mode", "string", ".spec.mode"),
     ],
     root_rules=[_MODEL_NAME_RULE],
 )
