@@ -114,6 +114,14 @@ def plan(paths: tuple[Path, ...], output: str, nodes_file: Path | None) -> None:
         click.echo(plan_table(result))
 
 
+def priority_for_pod(pod_name: str) -> int:
+    """A stable peering priority in [0, 2**31) from a pod's name: two pods of one Deployment
+    get equal priorities (which would pause both) with a chance of about 5e-10."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(pod_name.encode()).digest()[:4], "big") >> 1
+
+
 @main.command()
 @click.option(
     "--kubeconfig",
@@ -163,6 +171,12 @@ def plan(paths: tuple[Path, ...], output: str, nodes_file: Path | None) -> None:
     show_default=True,
     help="Peering priority: the live instance with the highest is active (give each its own).",
 )
+@click.option(
+    "--priority-from-pod-name",
+    is_flag=True,
+    help="Peering priority derived from $POD_NAME instead of --priority: distinct per pod, so "
+    "the replicas of a Deployment (which have no ordinal) do not all pause.",
+)
 @click.option("--show-fleet", is_flag=True, help="Print the fleet whenever the plan changes.")
 @click.option(
     "--prometheus-url",
@@ -189,6 +203,7 @@ def run(
     log_format: str,
     peering: bool,
     priority: int,
+    priority_from_pod_name: bool,
     show_fleet: bool,
     prometheus_url: str | None,
     metrics_window: str,
@@ -210,6 +225,11 @@ def run(
 
     if namespaces and all_namespaces:
         _fail(["--namespace and --all-namespaces exclude each other"])
+    if priority_from_pod_name:
+        pod_name = os.environ.get("POD_NAME", "")
+        if not pod_name:
+            _fail(["--priority-from-pod-name needs $POD_NAME (the downward API's metadata.name)"])
+        priority = priority_for_pod(pod_name)
     if prometheus_url:
         try:
             prometheus_url = checked_url(prometheus_url)
@@ -251,31 +271,55 @@ def crds() -> None:
     show_default=True,
     help="Directory the CRD files are written to (or compared with, with --check).",
 )
+@click.option(
+    "--chart",
+    "chart_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("charts/infleet"),
+    show_default=True,
+    help="Helm chart whose templates/crds/ get the same CRDs as templates (plus Kopf's "
+    "peering CRDs).",
+)
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if a file is missing or stale.")
-def crds_generate(out_dir: Path, check: bool) -> None:
-    """Write (or --check) one YAML file per CRD."""
-    from infleet.api.crd import rendered_crds
+def crds_generate(out_dir: Path, chart_dir: Path, check: bool) -> None:
+    """Write (or --check) one YAML file per CRD, and the chart's CRD templates."""
+    from infleet.api.crd import CHART_CRD_DIR, rendered_chart_crds, rendered_crds
+    from infleet.k8s.peering import peering_crds
 
-    rendered = rendered_crds()
+    template_dir = chart_dir / CHART_CRD_DIR
+    files = {out_dir / name: text for name, text in rendered_crds().items()}
+    files |= {
+        template_dir / name: text for name, text in rendered_chart_crds(peering_crds()).items()
+    }
     if check:
         stale = [
-            out_dir / name
-            for name, text in rendered.items()
-            if not (out_dir / name).is_file() or (out_dir / name).read_text() != text
+            path for path, text in files.items() if not path.is_file() or path.read_text() != text
         ]
+        # A template left behind by a removed kind would still be installed by the chart.
+        known = set(files)
+        stray = sorted(p for p in template_dir.glob("*.yaml") if p not in known)
+        problems = []
         if stale:
+            problems.append(f"stale or missing generated CRDs: {', '.join(map(str, stale))}")
+        if stray:
+            problems.append(
+                f"CRD templates not made by the generator: {', '.join(map(str, stray))}"
+            )
+        if problems:
             click.echo(
-                f"stale or missing generated CRDs: {', '.join(map(str, stale))}; "
-                "run `infleet crds generate` (or `make crds`) and commit the result",
+                "; ".join(problems) + "; run `infleet crds generate` (or `make crds`) and commit "
+                "the result",
                 err=True,
             )
             sys.exit(1)
-        click.echo(f"{len(rendered)} CRDs in {out_dir} are up to date")
+        click.echo(
+            f"{len(files)} generated CRD files in {out_dir} and {template_dir} are up to date"
+        )
         return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in rendered.items():
-        (out_dir / name).write_text(text)
-        click.echo(f"wrote {out_dir / name}")
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        click.echo(f"wrote {path}")
 
 
 def _register_subcommands() -> None:
