@@ -9,6 +9,8 @@ import pytest
 from infleet.core.inventory import PoolInventory
 from infleet.core.planner import ModelOutcome, Placement
 from infleet.core.status import (
+    decision_event,
+    fix_hint,
     invalid_model_status,
     merge_conditions,
     model_status,
@@ -109,15 +111,15 @@ def test_model_status_placed_and_partly_ready() -> None:
 
 
 @pytest.mark.parametrize(
-    ("reason", "fragment"),
+    ("reason", "fragment", "fix"),
     [
-        ("CapacityShortage", "the pools it can use are full"),
-        ("Infeasible", "no variant can meet the SLO"),
-        ("NoMatchingPool", "no AcceleratorPool matches"),
-        ("MaxReplicas", "replicas.max is too low"),
+        ("CapacityShortage", "the pools it can use are full", "raise their maxAccelerators"),
+        ("Infeasible", "no variant can meet the SLO", "relax spec.slo"),
+        ("NoMatchingPool", "no AcceleratorPool matches", "create an AcceleratorPool"),
+        ("MaxReplicas", "replicas.max is too low", "raise spec.replicas.max"),
     ],
 )
-def test_shortfall_reasons(reason: str, fragment: str) -> None:
+def test_shortfall_reasons(reason: str, fragment: str, fix: str) -> None:
     status = model_status(
         outcome=outcome(reason, unmet_rps=4.0, capacity_rps=6.0),
         placements=(),
@@ -132,7 +134,60 @@ def test_shortfall_reasons(reason: str, fragment: str) -> None:
     assert scheduled["status"] == "False"
     assert scheduled["reason"] == reason
     assert scheduled["message"].startswith("4 of 10 req/s needed cannot be placed: " + fragment)
+    # The message ends with what to do, so `kubectl describe` answers "now what?".
+    assert scheduled["message"].endswith(". To fix: " + fix_hint(reason))
+    assert fix in fix_hint(reason)
     assert status["unmetRequestsPerSecond"] == 4.0
+
+
+def test_no_fix_hint_without_a_known_shortfall() -> None:
+    assert fix_hint(None) == ""
+    assert fix_hint("SomethingNew") == ""
+    placed = model_status(
+        outcome=outcome(),
+        placements=PLACEMENTS,
+        ready={},
+        accelerator_types=TYPES,
+        demand_source="prior",
+        generation=1,
+        previous_conditions=[],
+        now=T0,
+    )
+    assert "To fix" not in placed["conditions"][1]["message"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "replicas", "ready_status", "ready_reason"),
+    [
+        # Demand but nothing placed: not a vacuous "0 of 0 replicas ready".
+        ("NoMatchingPool", 0, "False", "NotScheduled"),
+        ("Infeasible", 0, "False", "NotScheduled"),
+        # Some replicas placed (all ready): Ready speaks of those, Scheduled of the rest.
+        ("CapacityShortage", 2, "True", "ReplicasReady"),
+        # Nothing wanted (no demand, min 0): ready.
+        (None, 0, "True", "ReplicasReady"),
+    ],
+)
+def test_ready_when_nothing_could_be_placed(
+    reason: str | None, replicas: int, ready_status: str, ready_reason: str
+) -> None:
+    placements = (Placement(KEY, "h100", "h100-spot", replicas, replicas, 2.5, 6.0),)
+    status = model_status(
+        outcome=outcome(reason, unmet_rps=4.0 if reason else 0.0, replicas=replicas),
+        placements=placements,
+        ready={("h100", "h100-spot"): replicas},
+        accelerator_types=TYPES,
+        demand_source="prior",
+        generation=1,
+        previous_conditions=[],
+        now=T0,
+    )
+    ready = status["conditions"][0]
+    assert (ready["status"], ready["reason"]) == (ready_status, ready_reason)
+    if ready_reason == "NotScheduled":
+        assert ready["message"] == (
+            f"no replica could be placed ({reason}): see the Scheduled condition"
+        )
 
 
 def test_advise_reports_the_plan_but_nothing_ready() -> None:
@@ -219,3 +274,58 @@ def test_pool_status(allocatable: int, unavailable: int, reason: str, ready: str
     assert status["allocatableAccelerators"] == allocatable
     assert status["freeAccelerators"] == max(0, allocatable - min(6, allocatable) - unavailable)
     assert (status["conditions"][0]["reason"], status["conditions"][0]["status"]) == (reason, ready)
+
+
+def _scheduled(reason: str) -> list[dict[str, str]]:
+    return [{"type": "Ready", "status": "True", "reason": "X"},
+            {"type": "Scheduled", "status": "False", "reason": reason}]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "reason", "previous", "expected"),
+    [
+        # A change of replicas: Placed (Normal) with the planner's line.
+        (
+            {},
+            {("h100", "p"): 2},
+            None,
+            [],
+            ("Placed", "placed 2 on p: wafer is cheapest per req/s"),
+        ),
+        # No change, nothing wrong: no event.
+        ({("h100", "p"): 2}, {("h100", "p"): 2}, None, [], None),
+        # A shortfall that changes replicas: its reason, and what to do.
+        (
+            {},
+            {("h100", "p"): 2},
+            "MaxReplicas",
+            [],
+            (
+                "MaxReplicas",
+                "placed 2 on p: wafer is cheapest per req/s. To fix: raise spec.replicas.max",
+            ),
+        ),
+        # A model no pool can take changes no replica; it is announced once, on the transition.
+        ({}, {}, "NoMatchingPool", [], "NoMatchingPool"),
+        ({}, {}, "NoMatchingPool", _scheduled("Placed"), "NoMatchingPool"),
+        ({}, {}, "NoMatchingPool", _scheduled("NoMatchingPool"), None),
+        ({}, {}, "Infeasible", _scheduled("NoMatchingPool"), "Infeasible"),
+    ],
+)
+def test_decision_event(
+    before: dict[tuple[str, str], int],
+    after: dict[tuple[str, str], int],
+    reason: str | None,
+    previous: list[dict[str, str]],
+    expected: tuple[str, str] | str | None,
+) -> None:
+    result = outcome(reason, unmet_rps=4.0 if reason else 0.0)
+    event = decision_event(before, after, result, previous)
+    if isinstance(expected, str):
+        # The transition event repeats the Scheduled condition's message, fix included.
+        assert event is not None
+        assert event[0] == expected
+        assert event[1].startswith("4 of 10 req/s needed cannot be placed: ")
+        assert event[1].endswith(". To fix: " + fix_hint(expected))
+    else:
+        assert event == expected

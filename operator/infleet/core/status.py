@@ -9,8 +9,12 @@ Conditions of a ModelDeployment (types fixed by the design brief):
   ``False`` with the planner's reason (``CapacityShortage``, ``Infeasible``, ``NoMatchingPool``,
   ``MaxReplicas``), or ``InvalidSpec`` for a model the operator could not read.
 * ``Ready``: ``True`` (``ReplicasReady``) when every desired replica is ready; ``False`` with
-  ``ReplicasNotReady`` ("2 of 4 replicas ready"), ``AdviseOnly`` in mode Advise (nothing is
-  applied), or ``InvalidSpec``.
+  ``ReplicasNotReady`` ("2 of 4 replicas ready"), ``NotScheduled`` when demand exists but no
+  replica could be placed (rather than a vacuous "0 of 0 ready"), ``AdviseOnly`` in mode Advise
+  (nothing is applied), or ``InvalidSpec``.
+
+A shortfall's message ends with what to do about it (:func:`fix_hint`), because
+``kubectl describe`` is where a user looks first.
 
 ``lastTransitionTime`` changes only when a condition's status changes, as Kubernetes expects.
 """
@@ -33,6 +37,7 @@ REASON_INVALID = "InvalidSpec"
 REASON_READY = "ReplicasReady"
 REASON_NOT_READY = "ReplicasNotReady"
 REASON_ADVISE = "AdviseOnly"
+REASON_NOT_SCHEDULED = "NotScheduled"
 
 _REASON_TEXT = {
     "CapacityShortage": "the pools it can use are full",
@@ -40,6 +45,23 @@ _REASON_TEXT = {
     "NoMatchingPool": "no AcceleratorPool matches any of its variants",
     "MaxReplicas": "replicas.max is too low for the demand",
 }
+
+_FIX = {
+    "CapacityShortage": "add nodes to its pools or raise their maxAccelerators (kubectl get "
+    "apool shows what is free), add a variant for another accelerator type, or raise "
+    "spec.priority above the models that hold the capacity",
+    "Infeasible": "relax spec.slo, or add a variant that can meet it (a faster accelerator or "
+    "more acceleratorsPerReplica); check the variants' maxRequestsPerSecond and profile",
+    "NoMatchingPool": "create an AcceleratorPool whose acceleratorType a variant names (kubectl "
+    "get apool lists the types), or correct the variants' acceleratorType and pools; when only "
+    "spot pools match, raise spec.spot.maxFraction",
+    "MaxReplicas": "raise spec.replicas.max",
+}
+
+
+def fix_hint(reason: str | None) -> str:
+    """What a user can do about a Scheduled=False reason ("" when there is nothing to say)."""
+    return _FIX.get(reason or "", "")
 
 
 def timestamp(now: datetime) -> str:
@@ -144,14 +166,27 @@ def scheduled_condition(outcome: ModelOutcome) -> dict[str, Any]:
     )
     if outcome.explanation:
         message += f" ({outcome.explanation})"
+    hint = fix_hint(outcome.reason)
+    if hint:
+        message += f". To fix: {hint}"
     return condition("Scheduled", False, outcome.reason, message)
 
 
-def ready_condition(desired: int, ready: int, *, advise: bool) -> dict[str, Any]:
-    """``Ready``: are the desired replicas running?"""
+def ready_condition(
+    desired: int, ready: int, *, advise: bool, unscheduled: str | None = None
+) -> dict[str, Any]:
+    """``Ready``: are the desired replicas running? ``unscheduled`` is the Scheduled=False
+    reason of a model that needs capacity, if any."""
     if advise:
         return condition(
             "Ready", False, REASON_ADVISE, "mode is Advise: the plan is in status, nothing applied"
+        )
+    if desired == 0 and unscheduled is not None:
+        return condition(
+            "Ready",
+            False,
+            REASON_NOT_SCHEDULED,
+            f"no replica could be placed ({unscheduled}): see the Scheduled condition",
         )
     if ready >= desired:
         return condition("Ready", True, REASON_READY, f"{ready} of {desired} replicas ready")
@@ -175,7 +210,7 @@ def model_status(
     desired = sum(v.desired_replicas for v in views)
     ready_total = 0 if advise else sum(min(v.ready_replicas, v.desired_replicas) for v in views)
     conditions = [
-        ready_condition(desired, ready_total, advise=advise),
+        ready_condition(desired, ready_total, advise=advise, unscheduled=outcome.reason),
         scheduled_condition(outcome),
     ]
     return {
@@ -240,6 +275,33 @@ def replica_change_message(
         parts.append(f"{n} on {where}")
     head = "placed " + ", ".join(parts) if parts else "scaled to 0 replicas"
     return f"{head}: {explanation}" if explanation else head
+
+
+def decision_event(
+    before: Mapping[tuple[str, str], int],
+    after: Mapping[tuple[str, str], int],
+    outcome: ModelOutcome,
+    previous_conditions: Sequence[Mapping[str, Any]],
+) -> tuple[str, str] | None:
+    """(reason, message) of the Event a cycle's decision posts on a model, or ``None``.
+
+    A change of replicas is announced (reason ``Placed``, or the shortfall's reason with what
+    to do). A shortfall that changes no replica, say a model no pool can take, is announced
+    once, when the Scheduled reason first becomes it; otherwise such a model would have no
+    event at all in ``kubectl describe``.
+    """
+    hint = fix_hint(outcome.reason)
+    message = replica_change_message(before, after, outcome.explanation)
+    if message is not None:
+        if outcome.reason is None:
+            return "Placed", message
+        return outcome.reason, f"{message}. To fix: {hint}" if hint else message
+    if outcome.reason is None:
+        return None
+    previous = next((c for c in previous_conditions if c.get("type") == "Scheduled"), None)
+    if previous is not None and previous.get("reason") == outcome.reason:
+        return None
+    return outcome.reason, str(scheduled_condition(outcome)["message"])
 
 
 def pool_status(

@@ -36,10 +36,10 @@ from infleet.core.inventory import NodeInfo, PoolInventory
 from infleet.core.planner import FleetPlan, ModelKey, PlacementKey, plan_fleet
 from infleet.core.settings import OperatorSettings
 from infleet.core.status import (
+    decision_event,
     invalid_model_status,
     model_status,
     pool_status,
-    replica_change_message,
 )
 from infleet.k8s import apply as k8s_apply
 from infleet.k8s import peering
@@ -448,16 +448,14 @@ class FleetReconciler:
                 if advise:
                     continue
                 after = {(p.variant, p.pool): p.replicas for p in placements[outcome.key]}
-                message = replica_change_message(
-                    before.get(outcome.key, {}), after, outcome.explanation
+                event = decision_event(
+                    before.get(outcome.key, {}),
+                    after,
+                    outcome,
+                    raw_status.get("conditions") or [],
                 )
-                if message is not None:
-                    self._event(
-                        parsed,
-                        "Placed" if outcome.reason is None else outcome.reason,
-                        message,
-                        report,
-                    )
+                if event is not None:
+                    self._event(parsed, event[0], event[1], report)
 
     def _patch_status(
         self,
