@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: venv lint types contracts crds crds-check unit test test-unit e2e demo bench sandbox-bins clean
+.PHONY: venv lint types contracts crds crds-check unit test test-unit e2e demo bench sandbox-bins image clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,7 @@ static: lint types contracts crds-check
 
 sandbox-bins:
 	bash hack/build.sh
+	bash hack/monitoring-crds.sh
 
 # Unit and contract tests only: no cluster needed.
 test-unit: static
@@ -55,6 +56,13 @@ demo: venv sandbox-bins
 	  kubectl create namespace llm --dry-run=client -o yaml | kubectl apply -f - && \
 	  kubectl apply --server-side -f examples/ && \
 	  exec env -u INFLEET_PROMETHEUS_URL $(BIN)/infleet run --interval 5 --show-fleet --metrics-port 0
+
+# The operator image; needs a Docker engine (docs/install.md). IMAGE=repo:tag to name it.
+IMAGE ?= infleet:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:
+	@command -v docker >/dev/null 2>&1 || { echo "make image: no 'docker' command on this machine; build the image where a Docker engine exists (docs/install.md)" >&2; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "make image: 'docker' cannot reach a Docker engine (is the daemon running?); build the image where one exists (docs/install.md)" >&2; exit 1; }
+	docker build -t $(IMAGE) .
 
 bench: venv
 	$(BIN)/python bench/planner.py
