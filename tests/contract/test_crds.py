@@ -11,11 +11,21 @@ import yaml
 from click.testing import CliRunner
 
 from infleet.api import model_deployment, pool
-from infleet.api.crd import GENERATED_HEADER, build_crds, rendered_crds
+from infleet.api.crd import (
+    CHART_CRD_DIR,
+    CHART_HEADER,
+    GENERATED_HEADER,
+    build_crds,
+    chart_template,
+    rendered_chart_crds,
+    rendered_crds,
+)
 from infleet.cli import main
+from infleet.k8s.peering import peering_crds
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "crds"
+CHART_TEMPLATES = ROOT / "charts" / "infleet" / CHART_CRD_DIR
 CRDS = {crd["spec"]["names"]["kind"]: crd for crd in build_crds()}
 
 
@@ -53,21 +63,71 @@ def test_generation_is_deterministic() -> None:
     assert rendered_crds() == rendered_crds()
 
 
+def generate(tmp_path: Path, *extra: str) -> Any:
+    """`infleet crds generate` into tmp_path/crds and the chart tmp_path/chart."""
+    args = ["crds", "generate", "--out", str(tmp_path / "crds"), "--chart", str(tmp_path / "chart")]
+    return CliRunner().invoke(main, [*args, *extra])
+
+
 def test_check_flags_a_stale_file_by_name(tmp_path: Path) -> None:
-    runner = CliRunner()
-    assert runner.invoke(main, ["crds", "generate", "--out", str(tmp_path)]).exit_code == 0
-    ok = runner.invoke(main, ["crds", "generate", "--check", "--out", str(tmp_path)])
+    assert generate(tmp_path).exit_code == 0
+    ok = generate(tmp_path, "--check")
     assert ok.exit_code == 0, ok.output
-    stale = tmp_path / "modeldeployments.infleet.io.yaml"
+    stale = tmp_path / "crds" / "modeldeployments.infleet.io.yaml"
     stale.write_text(stale.read_text().replace("mdep", "md"))
-    result = runner.invoke(main, ["crds", "generate", "--check", "--out", str(tmp_path)])
+    result = generate(tmp_path, "--check")
     assert result.exit_code == 1
     assert "modeldeployments.infleet.io.yaml" in result.output
     assert "acceleratorpools.infleet.io.yaml" not in result.output
-    (tmp_path / "acceleratorpools.infleet.io.yaml").unlink()
-    result = runner.invoke(main, ["crds", "generate", "--check", "--out", str(tmp_path)])
+    (tmp_path / "crds" / "acceleratorpools.infleet.io.yaml").unlink()
+    result = generate(tmp_path, "--check")
     assert result.exit_code == 1
     assert "acceleratorpools.infleet.io.yaml" in result.output
+
+
+def test_committed_chart_templates_equal_the_generator_output() -> None:
+    rendered = rendered_chart_crds(peering_crds())
+    assert sorted(p.name for p in CHART_TEMPLATES.glob("*.yaml")) == sorted(rendered)
+    for name, text in rendered.items():
+        assert (CHART_TEMPLATES / name).read_text() == text, f"{name} is stale: run make crds"
+
+
+def test_chart_templates_wrap_the_same_objects(tmp_path: Path) -> None:
+    """Without the template lines, a chart CRD is exactly the crds/ object."""
+    objects = {crd["metadata"]["name"]: crd for crd in [*build_crds(), *peering_crds()]}
+    for name, text in rendered_chart_crds(peering_crds()).items():
+        assert text.startswith(CHART_HEADER)
+        lines = text.splitlines()
+        assert lines[2] == "{{- if .Values.crds.enabled }}"
+        assert lines[-1] == "{{- end }}"
+        plain = "\n".join(line for line in lines if "{{" not in line)
+        parsed = yaml.safe_load(plain)
+        assert parsed["metadata"].pop("annotations") == {"helm.sh/resource-policy": "keep"}
+        assert parsed == objects[name.removesuffix(".yaml")]
+
+
+def test_check_flags_stale_and_stray_chart_templates(tmp_path: Path) -> None:
+    assert generate(tmp_path).exit_code == 0
+    templates = tmp_path / "chart" / CHART_CRD_DIR
+    peering = templates / "kopfpeerings.kopf.dev.yaml"
+    peering.write_text(peering.read_text().replace("keep", "delete"))
+    result = generate(tmp_path, "--check")
+    assert result.exit_code == 1
+    assert "kopfpeerings.kopf.dev.yaml" in result.output
+    assert "modeldeployments" not in result.output
+    assert generate(tmp_path).exit_code == 0
+    (templates / "oldkinds.infleet.io.yaml").write_text("kind: CustomResourceDefinition\n")
+    result = generate(tmp_path, "--check")
+    assert result.exit_code == 1
+    assert "not made by the generator" in result.output
+    assert "oldkinds.infleet.io.yaml" in result.output
+
+
+def test_chart_template_refuses_template_syntax_in_text() -> None:
+    crd = build_crds()[0]
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] = "use {{ x }}"
+    with pytest.raises(ValueError, match=r"acceleratorpools\.infleet\.io"):
+        chart_template(crd)
 
 
 @pytest.mark.parametrize("kind", ["AcceleratorPool", "ModelDeployment"])
