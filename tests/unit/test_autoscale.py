@@ -453,8 +453,23 @@ WAKE_POLICY = replace(ZERO_POLICY, wake_query_configured=True)
         ),
         (Observation(None), ZERO_POLICY, ZERO_CTX, (False, True, False, 0.0, 0, "ScaledToZero")),
         (Observation(None), WAKE_POLICY, ZERO_CTX, (False, True, True, 0.0, 0, "WakeQueryMissing")),
+        # At zero no engine reports, so the engines' data are always stale: the wake query
+        # (a gateway's gauge) still wakes the model.
         (
-            Observation(None, wake_demand=5.0, data_age_seconds=90.0),
+            Observation(None, wake_demand=6.0, data_age_seconds=math.inf),
+            WAKE_POLICY,
+            ZERO_CTX,
+            (True, False, False, 0.1, 1, "MetricsFresh"),
+        ),
+        # ... but the engines' stale queue and rate do not.
+        (
+            Observation(3.0, queue_length=6.0, wake_demand=0.0, data_age_seconds=90.0),
+            WAKE_POLICY,
+            ZERO_CTX,
+            (False, True, False, 0.0, 0, "ScaledToZero"),
+        ),
+        (
+            Observation(None, data_age_seconds=math.inf),
             WAKE_POLICY,
             ZERO_CTX,
             (False, True, True, 0.0, 0, "WakeQueryMissing"),

@@ -81,8 +81,10 @@ queue the request-rate query still reports (when it reads a gateway), wakes the 
 once: ``wake=True``, ``min_replicas = max(spec.replicas.min, 1)`` and demand
 ``rate + (queue + wake_demand) / queue_drain_seconds``. If a wake query is configured but its
 value is missing, ``MetricsAvailable=False`` and the model stays at zero (there is nothing
-to hold but zero). Without a wake query, a model at zero wakes only on a request-rate query
-that reports traffic (a gateway metric); configure one. A model whose state is new (no
+to hold but zero). The wake query's answer counts however old the engines' data is: a model at
+zero has no engine series, so its data age is infinite by construction. Without a wake
+query, a model at zero wakes only on a request-rate query that reports traffic (a gateway
+metric); configure one. A model whose state is new (no
 status yet) is never "scaled to zero": it starts from its prior, so a new model comes up once.
 
 **Calibration** is in :mod:`infleet.core.calibration`: derate x0.85 on an SLO breach while
@@ -533,7 +535,10 @@ def _at_zero(
     rate: float | None,
 ) -> DemandDecision:
     queue = None if stale else _clean(obs.queue_length)
-    wake_demand = None if stale else _clean(obs.wake_demand)
+    # The data age is that of the engines' series, and a model at zero has no engines: it is
+    # always "stale" here. The wake query reads another source (a gateway) and its answer is
+    # current when it comes, so it is used whenever answered.
+    wake_demand = _clean(obs.wake_demand)
     signals = [v for v in (rate, queue, wake_demand) if v is not None]
     if any(v > 0 for v in signals):
         demand = (rate or 0.0) + (
@@ -579,8 +584,7 @@ def _at_zero(
             f"{floor} replica(s)",
         )
     if policy.wake_query_configured and wake_demand is None:
-        what = "stale" if stale else "not answered"
-        message = f"wake query {what}: staying at zero replicas"
+        message = "wake query not answered: staying at zero replicas"
         return DemandDecision(
             demand=Demand(requests_per_second=0.0, source="metrics"),
             state=replace(state, metrics_available=False),
