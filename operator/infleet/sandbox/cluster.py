@@ -35,6 +35,11 @@ SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 POD_CIDR = "10.244.0.1/16"
 """Pod IPs kwok writes into pod status; nothing listens there and nothing must connect."""
+NODE_LEASE_SECONDS = 600
+"""Lease duration of the fake nodes; kwok renews every quarter of it (150 s). A kubelet renews
+every 10 s: at 2,000 fake nodes that alone is 200 writes a second, more than an API server on
+two shared cores absorbs beside the workload (it fell behind at ~64/s and every other request
+queued). The controller-manager's grace period follows, so nodes stay Ready."""
 COMPONENTS = (
     "etcd",
     "kube-apiserver",
@@ -284,6 +289,9 @@ class Sandbox:
                 f"--cluster-signing-key-file={pki.ca_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--leader-elect=false",
+                # Fake nodes renew their leases every NODE_LEASE_SECONDS / 4 (see kwok below);
+                # a node is unreachable only once it missed about three renewals.
+                f"--node-monitor-grace-period={NODE_LEASE_SECONDS * 3 // 4}s",
                 "--kube-api-qps=400",
                 "--kube-api-burst=800",
                 "--profiling=false",
@@ -311,7 +319,8 @@ class Sandbox:
                 f"--server-address=127.0.0.1:{p.kwok}",
                 "--node-ip=127.0.0.1",
                 f"--cidr={POD_CIDR}",
-                "--node-lease-duration-seconds=40",
+                f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
+                "--v=WARN",  # INFO logs every lease renewal: thousands of lines a minute
             ]
         if component == "prometheus":
             return [
