@@ -113,3 +113,26 @@ def test_register_targets_writes_file_sd_json(tmp_path: Path) -> None:
     assert not path.exists()
     with pytest.raises(ValueError, match="unknown scrape job"):
         prometheus.register_targets(tmp_path, "nope", "x", [])
+
+
+READY = {"type": "Ready", "status": "True"}
+
+
+@pytest.mark.parametrize(
+    ("conditions", "taints", "usable"),
+    [
+        ([READY], [], True),
+        ([READY], [{"key": "infleet.io/spot", "effect": "NoSchedule"}], True),  # pool's own
+        ([READY], [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}], False),
+        ([READY], [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}], False),
+        ([{"type": "Ready", "status": "False"}], [], False),
+        ([], [], False),
+    ],
+)
+def test_a_sandbox_node_is_ready_once_schedulable(
+    conditions: list[dict[str, str]], taints: list[dict[str, str]], usable: bool
+) -> None:
+    from infleet.sandbox.kube import _ready
+
+    node = {"spec": {"taints": taints}, "status": {"conditions": conditions}}
+    assert _ready(node) is usable

@@ -179,9 +179,21 @@ def _list_nodes(core: client.CoreV1Api) -> list[dict[str, Any]]:
     return items
 
 
+LIFECYCLE_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
+"""Taints the controller-manager puts on a node until it has seen it Ready."""
+
+
 def _ready(node: dict[str, Any]) -> bool:
+    """Ready=True and no lifecycle taint left: the scheduler may place pods there.
+
+    The controller-manager removes the not-ready taint some time after kwok marks a node Ready
+    (at 2,000 nodes: over a minute of node PATCHes); pods created before that stay Pending.
+    """
     conditions = node.get("status", {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+        return False
+    taints = (node.get("spec") or {}).get("taints") or []
+    return not any(t.get("key") in LIFECYCLE_TAINTS for t in taints)
 
 
 def delete_stale_nodes(api: client.ApiClient, wanted: set[str]) -> int:
@@ -199,7 +211,7 @@ def delete_stale_nodes(api: client.ApiClient, wanted: set[str]) -> int:
 
 
 def wait_nodes_ready(api: client.ApiClient, names: Sequence[str], timeout: float) -> None:
-    """Wait until every named node reports Ready=True."""
+    """Wait until every named node reports Ready=True and lost its lifecycle taints."""
     core = client.CoreV1Api(api)
     wanted = set(names)
     deadline = time.monotonic() + timeout
