@@ -16,6 +16,7 @@ from infleet.core.children import (
     MAX_NAME,
     POOL_ANNOTATION,
     SPEC_HASH_ANNOTATION,
+    STARTUP_ANNOTATION,
     deployment_manifest,
     deployment_name,
     dns_label,
@@ -165,7 +166,8 @@ def test_deployment_places_the_server_on_the_pool() -> None:
     assert spec["selector"] == {"matchLabels": labels}
     pod = spec["template"]
     assert pod["metadata"]["labels"] == {"team": "a", **labels}
-    assert pod["metadata"]["annotations"] == {"note": "x"}
+    # The template's annotations stay; the variant's start-up time (API default 300) is added.
+    assert pod["metadata"]["annotations"] == {"note": "x", STARTUP_ANNOTATION: "300"}
     # The pool's selector wins over the template's on the same key; other keys stay.
     assert pod["spec"]["nodeSelector"] == {
         "zone": "a",
@@ -245,6 +247,22 @@ def test_spec_hash_tracks_content_and_is_stable() -> None:
     hash_a = a["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
     assert hash_a == b["metadata"]["annotations"][SPEC_HASH_ANNOTATION] == spec_hash(a)
     assert hash_a != c["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+
+
+def test_pods_carry_their_variants_startup_seconds() -> None:
+    variants = [
+        {"acceleratorType": "nvidia-h100-80gb", "maxRequestsPerSecond": 4, "startupSeconds": 45},
+        {"name": "wafer", "acceleratorType": "cerebras-cs3", "maxRequestsPerSecond": 40,
+         "startupSeconds": 0},
+    ]  # fmt: skip
+    model = make_model(variants=variants)
+    got = {
+        variant: deployment_manifest(
+            model, variant=variant, pool=make_pool(), replicas=1, owner_uid="u"
+        )["spec"]["template"]["metadata"]["annotations"][STARTUP_ANNOTATION]
+        for variant in ("nvidia-h100-80gb", "wafer")
+    }
+    assert got == {"nvidia-h100-80gb": "45", "wafer": "0"}
 
 
 def test_service_selects_every_pod_of_the_model() -> None:

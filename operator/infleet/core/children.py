@@ -18,6 +18,11 @@ Decisions written down here (the design brief is silent on them):
   stable 10-hex-digit hash of the full name, so two placements never share a name.
 * **Identity.** Label values are length-limited, so the exact model, variant and pool names are
   also written as annotations, which is what the operator reads back.
+* **Start-up time on the pods.** Every pod carries ``infleet.io/startup-seconds`` (the
+  variant's ``startupSeconds``). Nothing in Kubernetes reads it; it tells people and tools how
+  long the replica is expected to take to become Ready, and the sandbox's kwok holds a pod
+  not-Ready for that long (times its start-up scale). Like any pod-template field, changing a
+  variant's ``startupSeconds`` rolls that variant's pods once.
 * **Change detection.** ``infleet.io/spec-hash`` is a hash of the rest of the manifest; the
   operator skips the write when the live object carries the same hash (no churn on restart).
 """
@@ -46,6 +51,8 @@ MODEL_ANNOTATION = "infleet.io/model"
 VARIANT_ANNOTATION = "infleet.io/variant"
 POOL_ANNOTATION = "infleet.io/pool"
 SPEC_HASH_ANNOTATION = "infleet.io/spec-hash"
+STARTUP_ANNOTATION = "infleet.io/startup-seconds"
+"""Pod annotation: the variant's ``startupSeconds`` (informational; the sandbox's kwok reads it)."""
 SERVER_CONTAINER = "server"
 
 _DEFAULT_SERVERS: dict[Engine, tuple[str, list[str], int]] = {
@@ -212,6 +219,10 @@ def pod_template(
         _prefer_packing(spec, pool.metadata.name)
     labels = placement_labels(model.metadata.name, variant_name, pool.metadata.name)
     metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        STARTUP_ANNOTATION: str(variant.startup_seconds),
+    }
     return template
 
 

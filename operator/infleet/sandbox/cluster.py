@@ -217,7 +217,7 @@ class Sandbox:
         self._write_kubeconfig(self.kubeconfig, "admin")
         for client in ("controller-manager", "scheduler", "kwok"):
             self._write_kubeconfig(self._component_kubeconfig(client), client)
-        prometheus.write_if_changed(self.dir / "kwok.yaml", kwok.config_text())
+        prometheus.write_if_changed(self.dir / "kwok.yaml", kwok.config_for(self.dir))
         for job in prometheus.JOBS:
             (self.targets_dir / job).mkdir(parents=True, exist_ok=True)
 

@@ -11,11 +11,14 @@ Which pods are replicas: pods labelled ``app.kubernetes.io/managed-by=infleet`` 
 with condition Ready=True and no deletion timestamp, whose model label matches a
 ModelDeployment in the same namespace and whose variant label matches one of its variants.
 
-**Start-up delay.** kwok makes pods Ready at once, but a real server loads weights for
-``startupSeconds``. The simulation therefore lets a replica take traffic only
-``startupSeconds * startupScale`` after its Ready transition (``startupScale`` from the
-settings file; tests use a small one), and reports ``infleet_sandbox_replica_ready 0`` until
-then. The Kubernetes Ready condition is not delayed: see docs/metrics.md.
+**Start-up delay.** A real server loads weights for ``startupSeconds`` before its readiness
+probe passes. The sandbox's kwok holds infleet's model pods Running but not Ready for
+``startupSeconds * startupScale`` after they start (:mod:`infleet.sandbox.kwok`), and the
+engine serves only Ready pods, so a replica takes traffic once it is Ready. The engine also
+waits until ``startTime + startupSeconds * startupScale`` itself (reporting
+``infleet_sandbox_replica_ready 0`` meanwhile): a no-op when kwok runs with the same scale,
+and the delay still holds for pods kwok made Ready at once (no annotation, or the settings
+file changed without restarting kwok).
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class DiscoveredReplica:
     ready_since: float
     """Unix time of its Ready transition (or start time)."""
     startup_seconds: float
+    started_at: float | None = None
+    """Unix time the pod started running (``status.startTime``); ``None``: unknown."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,13 @@ class DiscoveredModel:
     served_model: str
     """``spec.model``: the ``model_name`` label of its metrics."""
     replicas: Mapping[str, DiscoveredReplica]
+
+
+def ready_at(replica: DiscoveredReplica, startup_scale: float) -> float:
+    """When the replica takes traffic: once Ready, and not before ``startupSeconds x scale``
+    after it started (see the module docs)."""
+    started = replica.ready_since if replica.started_at is None else replica.started_at
+    return max(replica.ready_since, started + replica.startup_seconds * startup_scale)
 
 
 def _time(text: Any) -> float | None:
@@ -146,6 +158,7 @@ def discover(
             variant=variant.resolved_name,
             ready_since=since,
             startup_seconds=float(variant.startup_seconds),
+            started_at=_time((pod.get("status") or {}).get("startTime")),
         )
     return {key: DiscoveredModel(served[key], replicas) for key, replicas in found.items()}
 
@@ -187,11 +200,7 @@ class EngineState:
             return
         scale = self.settings.startup_scale
         wanted = {
-            pod: (
-                r.spec,
-                self.settings.perf.get(r.pool, 1.0),
-                r.ready_since + r.startup_seconds * scale,
-            )
+            pod: (r.spec, self.settings.perf.get(r.pool, 1.0), ready_at(r, scale))
             for pod, r in model.replicas.items()
         }
         self._sim(key).set_replicas(wanted)

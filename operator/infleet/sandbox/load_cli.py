@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from infleet.sandbox import kwok
 from infleet.sandbox.cluster import ENGINE, Sandbox, SandboxError, default_state_dir
 from infleet.sandbox.load_settings import (
     EngineSettings,
@@ -24,6 +25,7 @@ from infleet.sandbox.load_settings import (
     update_settings,
 )
 from infleet.sandbox.load_trace import TraceError, read_trace
+from infleet.sandbox.prometheus import write_if_changed
 
 STOPPABLE = ("prometheus", ENGINE)
 """Components `stop`/`start` handle (to simulate a metrics outage)."""
@@ -186,13 +188,63 @@ def perf(directory: Path | None, pool: str, factor: float) -> None:
     click.echo(f"pool {pool}: perf factor {factor:g}")
 
 
+def _restart_kwok(box: Sandbox, timeout: float) -> None:
+    """Restart kwok so that it reads its configuration again.
+
+    kwok handles the pods of the nodes whose lease it holds, and a new kwok process cannot
+    take a lease held by the old one until it expires (600 s here). The fake nodes' leases are
+    therefore deleted between stop and start, and the new process creates them afresh.
+    """
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from infleet.sandbox.kube import client_for
+    from infleet.sandbox.nodes import KWOK_ANNOTATION
+
+    box.stop_component("kwok")
+    api = client_for(box.kubeconfig)
+    try:
+        fake = {
+            str(n.metadata.name)
+            for n in client.CoreV1Api(api).list_node().items
+            if n.metadata and (n.metadata.annotations or {}).get(KWOK_ANNOTATION) == "fake"
+        }
+        leases = client.CoordinationV1Api(api)
+        for lease in leases.list_namespaced_lease(NODE_LEASE_NAMESPACE).items:
+            name = str(lease.metadata.name) if lease.metadata else ""
+            if name in fake:
+                try:
+                    leases.delete_namespaced_lease(name, NODE_LEASE_NAMESPACE)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+    except ApiException as exc:
+        raise SandboxError(f"releasing the fake nodes' leases failed: {exc.reason}") from exc
+    box.start_component("kwok", timeout)
+
+
+NODE_LEASE_NAMESPACE = "kube-node-lease"
+
+
 @click.command("startup-scale")
 @_DIR
 @click.argument("scale", type=click.FloatRange(min=0))
-def startup_scale(directory: Path | None, scale: float) -> None:
-    """New replicas take traffic startupSeconds x SCALE after they are Ready (0: at once)."""
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for kwok.")
+def startup_scale(directory: Path | None, scale: float, timeout: float) -> None:
+    """Model pods become Ready startupSeconds x SCALE after they start (0: at once).
+
+    kwok reads the scale from its configuration, so a running kwok is restarted when the
+    scale changes (pods already Ready stay Ready; starting ones start their wait again).
+    """
     box = _box(directory)
     update_settings(settings_path(box.dir), startup_scale=scale)
+    changed = write_if_changed(box.dir / "kwok.yaml", kwok.config_for(box.dir))
+    if changed and box.processes.running("kwok") is not None:
+        try:
+            _restart_kwok(box, timeout)
+        except (SandboxError, RuntimeError) as exc:
+            _fail("startup-scale", exc)
+        click.echo("kwok: restarted with the new scale")
     click.echo(f"startup scale: {scale:g}")
 
 

@@ -105,8 +105,9 @@ class EngineSettings:
     models: dict[tuple[str, str], ModelLoadSetting] = field(default_factory=dict)
     perf: dict[str, float] = field(default_factory=dict)
     """Hidden performance factor per pool name (default 1)."""
-    startup_scale: float = 1.0
-    """Multiplier on ``startupSeconds`` before a new replica takes traffic (0: at once)."""
+    startup_scale: float = 0.0
+    """Multiplier on ``startupSeconds`` before a new replica is Ready and takes traffic (0, the
+    default: at once, as kwok makes pods Ready; 1: the variant's real start-up time)."""
 
     @classmethod
     def from_json(cls, data: Any, where: str = "settings") -> EngineSettings:
@@ -139,7 +140,7 @@ class EngineSettings:
             str(pool): _positive(f"{where}: perf[{pool!r}]", factor)
             for pool, factor in (data.get("perf") or {}).items()
         }
-        scale = _non_negative(f"{where}: startupScale", data.get("startupScale", 1.0))
+        scale = _non_negative(f"{where}: startupScale", data.get("startupScale", 0.0))
         return cls(models=models, perf=perf, startup_scale=scale)
 
     def to_json(self) -> dict[str, Any]:
