@@ -32,7 +32,12 @@ from scipy.sparse import csr_matrix, vstack
 
 from infleet.core.decompose import Decomposition, objective
 from infleet.core.greedy import improve, place_model
-from infleet.core.plan_index import TIE_BREAK_PER_ACCELERATOR_HOUR, FloatArray, IntArray
+from infleet.core.plan_index import (
+    TIE_BREAK_PER_ACCELERATOR_HOUR,
+    BoolArray,
+    FloatArray,
+    IntArray,
+)
 from infleet.core.repair import fill_cheaper_pools
 
 _INTEGRAL = 1e-6
@@ -266,7 +271,8 @@ def close_gap(
     triple_reduced[dec.item_triples[dec.item_mask]] = (extra + item_reduced[:-1, None])[
         dec.item_mask
     ]
-    keep = np.concatenate([triple_reduced < gap, col_reduced < gap])
+    triple_keep = _drop_interchangeable(dec, triple_reduced < gap, col_reduced < gap)
+    keep = np.concatenate([triple_keep, col_reduced < gap])
     program = _program(dec)
     # Only the variables that survive the fixing, and the rows they appear in; a cutoff row
     # (cost below the plan in hand) lets HiGHS prune early and prove "nothing cheaper" fast.
@@ -306,6 +312,39 @@ def close_gap(
     if found < upper_value:
         return Closed(replicas, bound)
     return Closed(upper, bound)
+
+
+def _drop_interchangeable(dec: Decomposition, triples: BoolArray, columns: BoolArray) -> BoolArray:
+    """Of an item's surviving triples on pools no cheaper plan can fill, keep the cheapest.
+
+    A pool is *loose* when even every surviving triple on it at the most replicas any surviving
+    column gives its item stays within its size. Replicas of one item on loose pools can then
+    move to the item's cheapest loose pool without breaking any limit, so the other loose
+    triples of the item can be dropped (without this, HiGHS branches over ties between them).
+    """
+    index = dec.index
+    uses = (dec.col_items < dec.n_items) & (dec.col_counts > 0) & columns[:, None]
+    most = np.zeros(dec.n_items + 1, dtype=np.int64)
+    np.maximum.at(most, dec.col_items[uses], dec.col_counts[uses])
+    triple_most = np.zeros(index.n_triples, dtype=np.int64)
+    triple_most[dec.item_triples[dec.item_mask]] = np.broadcast_to(
+        most[:-1, None], dec.item_triples.shape
+    )[dec.item_mask]
+    reach = np.bincount(
+        index.t_pool,
+        weights=(triples * triple_most * index.t_accelerators).astype(np.float64),
+        minlength=len(index.pool_accelerators),
+    )
+    loose = reach <= index.pool_accelerators
+    slots = np.maximum(dec.item_triples, 0)
+    candidate = dec.item_mask & triples[slots] & loose[index.t_pool[slots]]
+    price = np.where(candidate, index.t_price[slots], np.inf)
+    cheapest = np.argmin(price, axis=1)
+    drop = candidate.copy()
+    drop[np.arange(dec.n_items), cheapest] = False
+    result = triples.copy()
+    result[slots[drop]] = False
+    return result
 
 
 def _stack(program: _Program) -> csr_matrix:

@@ -101,6 +101,7 @@ from infleet.core.plan_types import (
     SolverInfo,
     VariantOption,
 )
+from infleet.core.planner_polish import polish
 
 __all__ = [
     "EXACT_TRIPLES",
@@ -185,6 +186,9 @@ def _plan_from_master(
         return None
     value = objective(index, upper)
     gap = _gap(value, lp.bound)
+    if gap > wanted and polish(dec, upper, deadline):
+        value = objective(index, upper)
+        gap = _gap(value, lp.bound)
     if gap <= wanted:
         return _finish(index, upper, "decomposition", start, gap)
     left = deadline - time.perf_counter()
