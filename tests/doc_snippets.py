@@ -221,3 +221,58 @@ def snippet_problems(text: str, where: str, chart: Path = CHART) -> list[str]:
 def manifests(snippet: Snippet) -> list[dict[str, Any]]:
     """The Kubernetes objects of a block (Helm values left out)."""
     return [d for d in load_documents(snippet.text) if is_manifest(d)]
+
+
+_LINK = re.compile(r"\[[^\]]*\]\((?P<target>[^)\s]+)\)")
+
+
+def heading_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lowercase, punctuation dropped, spaces to
+    hyphens (``## Infeasible models (`x`)`` -> ``infeasible-models-x``)."""
+    text = heading.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(markdown: str) -> set[str]:
+    """Anchors of every heading outside code blocks."""
+    found: set[str] = set()
+    in_code = False
+    for line in markdown.splitlines():
+        if _FENCE.match(line):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            found.add(heading_anchor(line.lstrip("#")))
+    return found
+
+
+def broken_links(path: Path, repo: Path = REPO) -> list[str]:
+    """Relative links of a Markdown file whose file or heading anchor does not exist."""
+    text = path.read_text(encoding="utf-8")
+    # Code blocks hold shell and YAML, not links.
+    prose = "\n".join(
+        line for line, code in zip(text.splitlines(), _code_mask(text), strict=True) if not code
+    )
+    problems = []
+    for match in _LINK.finditer(prose):
+        target = match["target"]
+        if re.match(r"^[a-z]+:", target):
+            continue  # https:, mailto: ...
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        where = f"{path.relative_to(repo)}: link {target}"
+        if not linked.exists():
+            problems.append(f"{where}: {file_part} does not exist")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked.read_text()):
+            problems.append(f"{where}: no heading with anchor #{anchor} in {file_part or 'it'}")
+    return problems
+
+
+def _code_mask(text: str) -> list[bool]:
+    mask, in_code = [], False
+    for line in text.splitlines():
+        fence = _FENCE.match(line) is not None
+        mask.append(in_code or fence)
+        if fence:
+            in_code = not in_code
+    return mask

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 from doc_snippets import (
+    REPO,
+    broken_links,
     fenced_blocks,
+    markdown_files,
     merge_values,
     snippet_problems,
     values_problems,
@@ -150,3 +153,35 @@ def test_fenced_blocks_report_the_opening_line_and_strip_list_indentation() -> N
     ]
     with pytest.raises(ValueError, match=r"f\.md:1: code block is never closed"):
         list(fenced_blocks("```yaml\na: 1\n", "f.md"))
+
+
+# --- links: every docs page is reachable from the README and every relative link resolves ---
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: p.name)
+def test_relative_links_resolve(path: Path) -> None:
+    problems = broken_links(path)
+    assert not problems, "\n".join(problems)
+
+
+def test_readme_links_every_docs_page() -> None:
+    readme = (REPO / "README.md").read_text()
+    missing = [
+        p.name for p in sorted((REPO / "docs").glob("*.md")) if f"(docs/{p.name})" not in readme
+    ]
+    assert not missing, f"README.md's Documentation list lacks: {', '.join(missing)}"
+
+
+def test_link_checker_finds_missing_files_and_anchors(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# A\n\n## Infeasible models (`x`)\n")
+    page = tmp_path / "docs" / "b.md"
+    page.write_text(
+        "[ok](a.md#infeasible-models-x) [web](https://example.com/x.md)\n"
+        "[gone](c.md) [bad anchor](a.md#infeasible-models)\n"
+        "```\n[in code](nowhere.md)\n```\n"
+    )
+    assert broken_links(page, repo=tmp_path) == [
+        "docs/b.md: link c.md: c.md does not exist",
+        "docs/b.md: link a.md#infeasible-models: no heading with anchor #infeasible-models in a.md",
+    ]

@@ -333,25 +333,48 @@ def test_the_docs_have_manifests_to_dry_run() -> None:
     assert {"AcceleratorPool", "ModelDeployment"} <= kinds, kinds
 
 
-@pytest.mark.parametrize("snippet", DOC_MANIFESTS, ids=[s.where for s in DOC_MANIFESTS])
-def test_doc_manifests_pass_a_server_side_dry_run(
-    cluster: Any, namespace: str, snippet: Snippet, tmp_path: Path
-) -> None:
-    # Namespaced objects go to the test's namespace (the docs' `llm` may not exist); a
-    # server-side dry run checks schema, CEL rules and defaults and persists nothing.
-    docs = []
-    for doc in manifests(snippet):
+def dry_run(cluster: Any, namespace: str, docs: list[dict[str, Any]], tmp_path: Path) -> str:
+    """Server-side dry run of ``docs``; "" when the API server accepts them, else its error.
+
+    Namespaced objects go to ``namespace`` (the docs' `llm` may not exist). A dry run checks
+    schema, CEL rules and defaults, and persists nothing.
+    """
+    moved = []
+    for doc in docs:
         meta = doc.get("metadata")
         if isinstance(meta, dict) and "namespace" in meta:
             doc = {**doc, "metadata": {**meta, "namespace": namespace}}
-        docs.append(doc)
+        moved.append(doc)
     path = tmp_path / "snippet.yaml"
-    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    path.write_text(yaml.safe_dump_all(moved, sort_keys=False))
     done = subprocess.run(
         [cluster.kubectl, "--kubeconfig", str(cluster.kubeconfig), "apply", "--server-side",
          "--force-conflicts", "--field-manager", "infleet-docs-test", "--dry-run=server",
          "-n", namespace, "-f", str(path)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert done.returncode == 0, f"{snippet.where}: {done.stderr}"
+    if done.returncode != 0:
+        return done.stderr or f"exit status {done.returncode}"
     assert "(server dry run)" in done.stdout, done.stdout
+    return ""
+
+
+@pytest.mark.parametrize("snippet", DOC_MANIFESTS, ids=[s.where for s in DOC_MANIFESTS])
+def test_doc_manifests_pass_a_server_side_dry_run(
+    cluster: Any, namespace: str, snippet: Snippet, tmp_path: Path
+) -> None:
+    error = dry_run(cluster, namespace, manifests(snippet), tmp_path)
+    assert not error, f"{snippet.where}: {error}"
+
+
+def test_dry_run_rejects_a_broken_manifest(cluster: Any, namespace: str, tmp_path: Path) -> None:
+    good = model("chat", accelerator="nvidia-l4", pool=None, rps=1, capacity=2)
+    good["metadata"]["namespace"] = "llm"  # moved to the test's namespace, as for the docs
+    assert dry_run(cluster, namespace, [good], tmp_path) == ""
+    bad = {**good, "spec": {**good["spec"], "slo": {"percentile": 95}}}
+    assert "set at least one of timeToFirstTokenMs" in dry_run(cluster, namespace, [bad], tmp_path)
+    pool = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AcceleratorPool",
+            "metadata": {"name": "docs-dry-run"},
+            "spec": {"acceleratorType": "nvidia-l4", "acceleratorsPerNode": 0,
+                     "nodeSelector": {"a": "b"}, "costPerAcceleratorHour": 1}}  # fmt: skip
+    assert "acceleratorsPerNode" in dry_run(cluster, namespace, [pool], tmp_path)
