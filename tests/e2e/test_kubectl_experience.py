@@ -226,6 +226,12 @@ def test_get_and_describe_say_what_happened_and_what_to_do(
     assert gc_wide["e2e-gc"]["MAX"] == "8"
     assert int(gc_wide["e2e-gc"]["ALLOCATED"]) >= 4
 
+    # A pool's describe says how many accelerators on how many nodes.
+    pool_conds = conditions(kubectl(cluster, "describe", "apool", "e2e-gc"))
+    assert pool_conds["Ready"]["Status"] == "True"
+    assert pool_conds["Ready"]["Reason"] in ("NodesReady", "CapacityReduced")
+    assert "accelerators" in pool_conds["Ready"]["Message"]
+
     # The category lists both kinds.
     listed = kubectl(cluster, "get", "infleet", "-n", namespace)
     assert "acceleratorpool.infleet.io/e2e-cs3" in listed
