@@ -403,6 +403,11 @@ def test_install_run_with_the_service_account_upgrade_uninstall(
 
 
 def install_run_upgrade_uninstall(tools: Tools, ns: str, tmp_path: Path) -> None:
+    start = time.monotonic()
+
+    def lap(what: str) -> None:
+        print(f"[chart test {time.monotonic() - start:6.1f}s] {what}")
+
     adopt_existing_crds(tools, ns)
     install = tools.helm(
         "install", RELEASE, str(CHART), "-n", ns,
@@ -411,6 +416,7 @@ def install_run_upgrade_uninstall(tools: Tools, ns: str, tmp_path: Path) -> None
     print(install.stdout)
     assert "STATUS: deployed" in install.stdout
     assert "Next steps:" in install.stdout  # NOTES.txt
+    lap("helm install done")
     # The restricted namespace admitted the operator's pods (the ReplicaSet created them).
     selector = f"app.kubernetes.io/instance={RELEASE}"
     wait_for(
@@ -422,9 +428,11 @@ def install_run_upgrade_uninstall(tools: Tools, ns: str, tmp_path: Path) -> None
         timeout=60,
     )
 
+    lap("operator pods admitted in the restricted namespace")
     kubeconfig = token_kubeconfig(tools, ns, tmp_path / "sa.kubeconfig")
     for line in check_permissions(tools, kubeconfig):
         print(line)
+    lap(f"{len(CAN_I)} kubectl auth can-i checks passed")
 
     tools.kubectl(
         "apply", "-f", str(REPO / "examples/pools.yaml"), "-f", str(REPO / "examples/models.yaml")
@@ -442,6 +450,7 @@ def install_run_upgrade_uninstall(tools: Tools, ns: str, tmp_path: Path) -> None
     try:
         for name in MODELS:
             wait_for(f"llm/{name} Ready", lambda n=name: ready_or_refused(n), timeout=120)
+        lap("examples/ Ready, reconciled with the ServiceAccount token")
         print(tools.kubectl("get", "mdep", "-n", "llm").stdout)
         print(tools.kubectl("get", "apool").stdout)
     finally:
@@ -457,6 +466,7 @@ def install_run_upgrade_uninstall(tools: Tools, ns: str, tmp_path: Path) -> None
         "--set", "podMonitor.enabled=true", "--wait=false",
     )  # fmt: skip
     assert "REVISION: 2" in upgrade.stdout
+    lap("helm upgrade done")
     deploy = json.loads(tools.kubectl("get", "deploy", RELEASE, "-n", ns, "-o", "json").stdout)
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--interval=30" in args
@@ -466,6 +476,7 @@ def install_run_upgrade_uninstall(tools: Tools, ns: str, tmp_path: Path) -> None
 
     uninstall = tools.helm("uninstall", RELEASE, "-n", ns, "--wait")
     print(uninstall.stdout)
+    lap("helm uninstall done")
     kept = tools.kubectl("get", "crd", "-o", "name").stdout
     for crd in ("acceleratorpools.infleet.io", "modeldeployments.infleet.io", "kopf.dev"):
         assert crd in kept, f"{crd} was deleted despite crds.keep"
