@@ -53,7 +53,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
 
@@ -124,6 +124,8 @@ class ModelShape:
     startup_seconds: int
     scale_down_window: int
     max_replicas: int
+    target_utilization: float = UTILIZATION
+    """infleet's ``spec.targetUtilization`` (the baselines do not read it)."""
 
 
 def model_manifest(namespace: str, controller: str, shape: ModelShape) -> dict[str, Any]:
@@ -136,7 +138,7 @@ def model_manifest(namespace: str, controller: str, shape: ModelShape) -> dict[s
             "mode": "Apply" if controller == "infleet" else "Advise",
             "slo": {"timeToFirstTokenMs": shape.ttft_ms},
             "replicas": {"min": 1, "max": shape.max_replicas},
-            "targetUtilization": UTILIZATION,
+            "targetUtilization": shape.target_utilization,
             "scaling": {"scaleDownWindowSeconds": shape.scale_down_window},
             "traffic": {
                 "requestsPerSecond": shape.prior_rps,
@@ -204,7 +206,7 @@ class Cluster:
         made = self.custom.create_namespaced_custom_object(
             GROUP, VERSION, body["metadata"]["namespace"], "modeldeployments", body
         )
-        return str(made["metadata"]["uid"])
+        return str(cast(dict[str, Any], made)["metadata"]["uid"])
 
     def apply_deployment(self, manifest: dict[str, Any], manager: str) -> None:
         self.apps.patch_namespaced_deployment(
@@ -213,7 +215,8 @@ class Cluster:
         )  # fmt: skip
 
     def deployment_replicas(self, namespace: str, name: str) -> int:
-        return int(self.apps.read_namespaced_deployment_scale(name, namespace).spec.replicas or 0)
+        spec = self.apps.read_namespaced_deployment_scale(name, namespace).spec
+        return int(spec.replicas or 0) if spec else 0
 
     def scale(self, namespace: str, name: str, replicas: int) -> None:
         self.apps.patch_namespaced_deployment_scale(
@@ -226,8 +229,9 @@ class Cluster:
         ).items
         out = dict.fromkeys(namespaces, 0)
         for d in items:
-            if d.metadata.namespace in out:
-                out[d.metadata.namespace] += int(d.spec.replicas or 0)
+            namespace = d.metadata.namespace if d.metadata else None
+            if namespace in out and d.spec:
+                out[namespace] += int(d.spec.replicas or 0)
         return out
 
 
@@ -460,6 +464,7 @@ def reaction_phase(
     work: Path,
     levels: Sequence[float],
     hold: float,
+    window: str,
 ) -> list[StepResult]:
     shape = ModelShape(
         ttft_ms=500, prior_rps=levels[0], input_tokens=512, output_tokens=128,
@@ -467,7 +472,6 @@ def reaction_phase(
     )  # fmt: skip
     phase = Phase("react", shape, box, cluster, pools, work)
     prom = PrometheusClient(box.prometheus_url)
-    window = "20s"
     results: list[StepResult] = []
     try:
         phase.setup(
@@ -640,6 +644,7 @@ def trace_phase(
     minutes: int | None,
     ttft_ms: float,
     window: str,
+    target_utilization: float,
 ) -> tuple[list[TraceResult], dict[str, list[tuple[float, int]]]]:
     cut = cut_trace(TRACE, minutes, work)
     trace, counts = cut.path, cut.per_minute
@@ -653,6 +658,7 @@ def trace_phase(
         startup_seconds=max(1, round(REAL_STARTUP_SECONDS / speedup)),
         scale_down_window=math.ceil(300 / speedup),
         max_replicas=POOL_ACCELERATORS,
+        target_utilization=target_utilization,
     )
     phase = Phase("trace", shape, box, cluster, pools, work)
     prom = PrometheusClient(box.prometheus_url, timeout=30)
@@ -747,7 +753,9 @@ def print_report(
 ) -> bool:
     print(f"machine load: before {load[0]}; after {load[1]}")
     if steps:
-        print("\nReaction (staircase; seconds after the load was set; t_req - t_prom in s)")
+        print("\nReaction (staircase; infleet --interval 5 --metrics-window "
+              f"{args.reaction_window}; HPA 15 s sync, KEDA 30 s polling; seconds after the "
+              "load was set)")  # fmt: skip
         print(f"{'controller':<10} {'step':>4} {'rps':>5} {'t_scrape':>8} {'t_prom':>7} "
               f"{'t_req':>7} {'req-prom':>8} {'req-scrape':>10} {'replicas':>9}")  # fmt: skip
         for r in steps:
@@ -769,6 +777,7 @@ def print_report(
               f"{args.hold:g} s, a lower bound)")  # fmt: skip
     print(f"\nTrace: {TRACE.name}, speedup {args.speedup:g}, scale {args.scale:g}, "
           f"TTFT SLO {args.ttft_ms:g} ms (p95 per trace minute), "
+          f"infleet targetUtilization {args.target_utilization:g}, "
           f"${PRICE}/accelerator-hour")  # fmt: skip
     print(f"{'controller':<10} {'SLO minutes':>14} {'cost $':>9} {'replicas min/mean/max':>22} "
           f"{'reaction median':>16}")  # fmt: skip
@@ -835,6 +844,17 @@ def main() -> None:
     parser.add_argument("--speedup", type=float, default=8.0)
     parser.add_argument("--scale", type=float, default=0.5)
     parser.add_argument("--ttft-ms", type=float, default=1000.0)
+    parser.add_argument(
+        "--target-utilization",
+        type=float,
+        default=UTILIZATION,
+        help="infleet's spec.targetUtilization in the trace phase (default 0.8, the API's)",
+    )
+    parser.add_argument(
+        "--reaction-window",
+        default="20s",
+        help="infleet's --metrics-window in the reaction phase (the e2e tests' 20s)",
+    )
     parser.add_argument("--hold", type=float, default=60.0, help="seconds per staircase level")
     parser.add_argument("--minutes", type=int, default=None, help="replay only this many minutes")
     parser.add_argument("--skip-reaction", action="store_true")
@@ -867,11 +887,12 @@ def main() -> None:
     steps: list[StepResult] = []
     traces: list[TraceResult] = []
     if not args.skip_reaction:
-        steps = reaction_phase(box, cluster, pools, work, levels, args.hold)
+        steps = reaction_phase(box, cluster, pools, work, levels, args.hold, args.reaction_window)
     if not args.skip_trace:
         traces, _samples = trace_phase(
             box, cluster, pools, work, speedup=args.speedup, scale=args.scale,
             minutes=args.minutes, ttft_ms=args.ttft_ms, window=window,
+            target_utilization=args.target_utilization,
         )  # fmt: skip
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     if args.json:
