@@ -18,12 +18,13 @@ Decisions written down here:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -80,6 +81,9 @@ class CycleReport:
     """Ready replicas of infleet's Deployments when the cycle read the cluster."""
 
 
+CLOSE_TIMEOUT_SECONDS = 20.0
+"""How long stopping waits for a running cycle (its queued writes are dropped at once)."""
+
 WRITE_WORKERS = 16
 """API writes in flight at once: a cycle that places 1,000 models writes thousands of objects,
 and one at a time each waits a full round trip (minutes at scale, seconds with 16)."""
@@ -99,6 +103,8 @@ class _Writes:
         self.on_error = on_error
         self.lock = threading.Lock()
         self.futures: list[Future[None]] = []
+        self.dropped = 0
+        """Writes not started because the operator is stopping."""
 
     def submit(
         self, stage: str, counter: str, call: Callable[[], object], ignore_not_found: bool = False
@@ -117,12 +123,17 @@ class _Writes:
                 with self.lock:
                     setattr(self.report, counter, getattr(self.report, counter) + 1)
 
-        self.futures.append(self.pool.submit(run))
+        try:
+            self.futures.append(self.pool.submit(run))
+        except RuntimeError:  # the pool was shut down: the operator is stopping
+            with self.lock:
+                self.dropped += 1
 
     def wait(self) -> None:
-        """Block until every submitted write finished."""
+        """Block until every submitted write finished (or was dropped by a stop)."""
         for future in self.futures:
-            future.result()
+            with contextlib.suppress(CancelledError):  # dropped by a stop
+                future.result()
         self.futures.clear()
 
 
@@ -166,6 +177,9 @@ class FleetReconciler:
         self._snapshot: Snapshot | None = None
         self._writers = ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="infleet-write")
         self._writes: _Writes | None = None
+        self._cycling = threading.Lock()
+        """Held while a cycle runs: close() waits on it before closing what the cycle uses."""
+        self._stopping = threading.Event()
 
     def active(self) -> tuple[bool, str]:
         """Whether this instance may act (always, without peering), and why."""
@@ -188,11 +202,23 @@ class FleetReconciler:
         resync = self.settings.fleet.resync_seconds
         return now >= self.next_deadline or now - self.last_cycle >= resync
 
-    def close(self) -> None:
-        """Stop the write threads (after the last cycle)."""
-        self._writers.shutdown(wait=True)
-        if self.autoscaler is not None:  # autoscale hook
-            self.autoscaler.close()
+    def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Stop: drop the running cycle's queued writes, let it finish, then close its clients.
+
+        Cancelling the task that awaits a cycle does not stop the cycle's thread; closing the
+        Prometheus client under it made the cycle fail with "the client has been closed".
+        """
+        self._stopping.set()
+        self._writers.shutdown(wait=False, cancel_futures=True)
+        if not self._cycling.acquire(timeout=timeout):
+            log.warning("a fleet cycle is still running after %.0fs; exiting without it", timeout)
+            return
+        try:
+            self._writers.shutdown(wait=True)
+            if self.autoscaler is not None:  # autoscale hook
+                self.autoscaler.close()
+        finally:
+            self._cycling.release()
 
     def _error(self, report: CycleReport, stage: str, message: str) -> None:
         log.warning("%s: %s", stage, message)
@@ -206,6 +232,12 @@ class FleetReconciler:
         ``refresh`` names the cached kinds (nodes, pods) watch events changed since the last
         cycle; the others are reused. None, or a resync being due, reads everything.
         """
+        with self._cycling:
+            if self._stopping.is_set():
+                return CycleReport(errors=["stopping: cycle skipped"])
+            return self._run_cycle(refresh)
+
+    def _run_cycle(self, refresh: Collection[str] | None) -> CycleReport:
         start = time.perf_counter()
         now = self.clock()
         full = refresh is None or now - self.last_full_read >= self.settings.fleet.resync_seconds
