@@ -25,6 +25,7 @@ relaxation (cost per capacity of the cheapest item), so the bound stays valid.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -47,6 +48,9 @@ EXACT_COLUMN_LIMIT = 100_000
 only when every model's columns are all there)."""
 
 _INF = np.inf
+
+_SMALL_GRID = 32
+"""Grids up to this many points are walked in plain Python (`_enumerate_small`)."""
 
 
 @dataclass
@@ -158,6 +162,11 @@ def enumerate_columns(
     while order and math.prod(int(bound[i]) + 1 for i in order) > limit:
         order.pop()
         exact = False
+    if math.prod(int(bound[i]) + 1 for i in order) <= _SMALL_GRID:
+        small = _enumerate_small(
+            capacity.tolist(), spot, target, low, high, fraction, order, pivot, bound.tolist()
+        )
+        return np.asarray(small, dtype=np.int64).reshape(len(small), k), exact
     grid = np.zeros((1, k), dtype=np.int64)
     if order:
         axes = np.indices([int(bound[i]) + 1 for i in order]).reshape(len(order), -1).T
@@ -187,6 +196,85 @@ def enumerate_columns(
             np.flatnonzero(has)[_feasible(less, capacity, spot_w, target, low, high, fraction)]
         ] = False
     return grid[minimal], exact
+
+
+def _feasible_scalar(
+    counts: list[int],
+    capacity: list[float],
+    spot: list[bool],
+    target: float,
+    low: int,
+    high: int,
+    fraction: float,
+) -> bool:
+    """`_feasible` for one count vector, in plain Python."""
+    cap = 0.0
+    on_spot = 0.0
+    n = 0
+    for count, c, s in zip(counts, capacity, spot, strict=True):
+        cap += count * c
+        on_spot += count * (c if s else 0.0)
+        n += count
+    if not (cap >= target - RPS_TOLERANCE * (1.0 + target) and low <= n <= high):
+        return False
+    return fraction >= 1 or on_spot - fraction * cap <= RPS_TOLERANCE
+
+
+def _enumerate_small(
+    capacity: list[float],
+    spot: list[bool],
+    target: float,
+    low: int,
+    high: int,
+    fraction: float,
+    order: list[int],
+    pivot: int,
+    bound: list[int],
+) -> list[list[int]]:
+    """`enumerate_columns`'s grid walk in plain Python, for grids of at most `_SMALL_GRID` points.
+
+    Same candidates, same tests and the same order as the vectorised walk (numpy's fixed cost
+    per call is most of the time on these small grids).
+    """
+    k = len(capacity)
+    c_p = capacity[pivot]
+    spot_c = [c if s else 0.0 for c, s in zip(capacity, spot, strict=True)]
+    others = [i for i in range(k) if i != pivot]
+    found: list[list[int]] = []
+    for combo in itertools.product(*(range(bound[i] + 1) for i in order)):
+        counts = [0] * k
+        cap_r = 0.0
+        spot_r = 0.0
+        n_r = 0
+        for i, count in zip(order, combo, strict=True):
+            counts[i] = count
+            cap_r += count * capacity[i]
+            spot_r += count * spot_c[i]
+            n_r += count
+        need = max(_ceil_scalar((target - cap_r) / c_p), low - n_r)
+        if fraction < 1:
+            if fraction <= 0 < spot_r:
+                continue
+            if fraction > 0:
+                need = max(need, _ceil_scalar((spot_r / fraction - cap_r) / c_p))
+        need = max(need, 0)
+        if need > bound[pivot] or n_r + need > high:
+            continue
+        counts[pivot] = need
+        if not _feasible_scalar(counts, capacity, spot, target, low, high, fraction):
+            continue
+        minimal = True
+        for i in others:
+            if counts[i] > 0:
+                counts[i] -= 1
+                still = _feasible_scalar(counts, capacity, spot, target, low, high, fraction)
+                counts[i] += 1
+                if still:
+                    minimal = False
+                    break
+        if minimal:
+            found.append(counts)
+    return found
 
 
 def model_columns(index: FleetIndex, m: int, limit: int = COLUMN_LIMIT) -> ModelColumns | None:

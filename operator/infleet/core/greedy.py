@@ -10,6 +10,8 @@ real and the next one is tried if a shared pool runs out.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from infleet.core.decompose import Decomposition, ModelColumns
@@ -182,9 +184,16 @@ def greedy(
 
 
 def improve(
-    dec: Decomposition, replicas: IntArray, placements: list[dict[int, int]], order: list[int]
+    dec: Decomposition,
+    replicas: IntArray,
+    placements: list[dict[int, int]],
+    order: list[int],
+    deadline: float | None = None,
 ) -> bool:
-    """Re-plan each model in ``order`` at real prices given the others; True if any got cheaper."""
+    """Re-plan each model in ``order`` at real prices given the others; True if any got cheaper.
+
+    Stops early (keeping what it did) once ``deadline`` (a `time.perf_counter` value) passes.
+    """
     index = dec.index
     price = index.pool_price + TIE_BREAK_PER_ACCELERATOR_HOUR
     used = np.bincount(
@@ -193,6 +202,8 @@ def improve(
     rem = index.pool_accelerators - used.astype(np.int64)
     better = False
     for pos in order:
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
         m = dec.active[pos]
         mc = dec.models[m]
         assert mc is not None

@@ -33,7 +33,7 @@ def _relaxed_replicas(dec: Decomposition, chosen: IntArray, item_triple: IntArra
     return replicas
 
 
-def _order(dec: Decomposition, lam: FloatArray) -> list[int]:
+def greedy_order(dec: Decomposition, lam: FloatArray) -> list[int]:
     """Greedy order: higher priority first, then models whose cheapest column costs most."""
     item_cost, _ = dec.price_items(lam)
     mins, _ = dec.best_columns(item_cost)
@@ -105,7 +105,7 @@ def _primal_round(
     dec: Decomposition, result: DecompositionResult, lam: FloatArray, solo: FloatArray
 ) -> None:
     """A greedy plan at prices ``lam``, improved one model at a time at real prices."""
-    order = _order(dec, lam)
+    order = greedy_order(dec, lam)
     found = greedy(dec, lam, order)
     if found is None:
         return

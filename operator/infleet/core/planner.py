@@ -82,7 +82,8 @@ import numpy as np
 
 from infleet.core.decompose import COLUMN_LIMIT, EXACT_COLUMN_LIMIT, Decomposition, objective
 from infleet.core.fallback import fallback_replicas, shortfall_key
-from infleet.core.lagrange import solve_decomposition
+from infleet.core.greedy import greedy
+from infleet.core.lagrange import greedy_order, solve_decomposition
 from infleet.core.master import MasterLP, close_gap, round_master, solve_master_lp
 from infleet.core.milp import solve_milp
 from infleet.core.plan_index import RPS_TOLERANCE, FleetIndex, IntArray, build_index, covers
@@ -102,6 +103,7 @@ from infleet.core.plan_types import (
     VariantOption,
 )
 from infleet.core.planner_polish import polish
+from infleet.core.repair import fill_cheaper_pools
 
 __all__ = [
     "EXACT_TRIPLES",
@@ -131,6 +133,9 @@ optimality (gap 0 up to HiGHS's 1e-9 tolerance) whenever the decomposition leave
 _EXACT_GAP = 1e-9
 _MIN_HIGHS_SHARE = 0.25
 """Share of the time limit that must be left for the HiGHS fallback to be worth starting."""
+_RESERVE_SHARE = 0.5
+"""On large fleets the master LP may use the time left minus this share of the time already
+spent (index and columns): enough for rounding and the report, or for `_quick_plan`."""
 _MIN_HIGHS_SECONDS = 1.0
 """...and, after the master LP on a large fleet, at least this long (HiGHS needs seconds there;
 a shorter run only overruns the limit)."""
@@ -152,7 +157,14 @@ def plan_fleet(
     dec = Decomposition(index, EXACT_COLUMN_LIMIT if small else COLUMN_LIMIT)
     lp: MasterLP | str = "failed"
     if dec.active:
-        lp = solve_master_lp(dec, deadline - time.perf_counter(), presolve=not small)
+        left = deadline - time.perf_counter()
+        if not small:
+            # Keep back time for what follows the LP (rounding, report; or the quick plan if
+            # the LP runs out of time): about half of what the index and columns took, which
+            # measures how fast this machine is right now.
+            left -= _RESERVE_SHARE * (time.perf_counter() - start)
+        if left > 0:
+            lp = solve_master_lp(dec, left, presolve=not small)
     if isinstance(lp, MasterLP):
         planned = _plan_from_master(index, dec, lp, wanted, start, time_limit_seconds)
         if planned is not None:
@@ -165,7 +177,33 @@ def plan_fleet(
             # Under shortage no cost bound is known: the fallback's gap is reported as 1.
             return _best_or_fallback(index, dec, exact.replicas, "highs", exact.gap, None, start)
         return _finish(index, exact.replicas, "highs", start, exact.gap)
+    if not small and dec.active and deadline - time.perf_counter() < _MIN_HIGHS_SECONDS:
+        # A large fleet whose LP did not finish in time: neither the subgradient nor HiGHS
+        # would do better before the deadline.
+        return _quick_plan(index, dec, start)
     return _subgradient_path(index, dec, wanted, small, start, deadline, time_limit_seconds)
+
+
+def _quick_plan(index: FleetIndex, dec: Decomposition, start: float) -> FleetPlan:
+    """A greedy plan for a large fleet out of time, with a proven gap.
+
+    Models take their cheapest column that fits at list prices, highest priority and dearest
+    first (`infleet.core.greedy.greedy`), or, if one does not fit, the priority-ordered
+    fallback places every model as much as fits; replicas then move to cheaper pools with room. The bound
+    is the Lagrangian value at zero pool prices (every model at its own optimum).
+    """
+    zero = np.zeros(len(index.pool_price))
+    placed = greedy(dec, zero, greedy_order(dec, zero))
+    replicas = placed[0] if placed is not None else fallback_replicas(dec)
+    if index.problem.churn_cost_per_replica == 0:
+        rem = index.pool_accelerators - np.bincount(
+            index.t_pool, weights=replicas * index.t_accelerators, minlength=len(zero)
+        ).astype(np.int64)
+        fill_cheaper_pools(dec, replicas, rem)
+    gap = 1.0
+    if _serves_everyone(index, replicas):
+        gap = _gap(objective(index, replicas), dec.lagrangian(zero)[0])
+    return _finish(index, replicas, "greedy-fallback", start, gap)
 
 
 def _plan_from_master(

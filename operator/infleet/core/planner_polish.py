@@ -25,6 +25,10 @@ from infleet.core.repair import fill_cheaper_pools
 _ROUNDS = 4
 """Passes over the candidates (a pass that improves nothing ends the search)."""
 
+_KNAPSACK_LIMIT = 4_096
+"""Largest pool room (accelerators) repacked by knapsack; bigger rooms are left as they are."""
+"""Passes over the candidates (a pass that improves nothing ends the search)."""
+
 
 def _placements(dec: Decomposition, replicas: IntArray) -> list[dict[int, int]]:
     """Replicas per triple of every active model, as `improve` reads them."""
@@ -73,7 +77,7 @@ def polish(dec: Decomposition, replicas: IntArray, deadline: float) -> bool:
         excess = cost - solo
         wanted = np.flatnonzero((excess > 1e-9 * (1 + solo)) & (cheaper > 0))
         order = [int(p) for p in wanted[np.argsort(-excess[wanted], kind="stable")]]
-        moved = bool(order) and improve(dec, replicas, _placements(dec, replicas), order)
+        moved = bool(order) and improve(dec, replicas, _placements(dec, replicas), order, deadline)
         if moved:
             rem = index.pool_accelerators - np.bincount(
                 index.t_pool,
@@ -81,7 +85,8 @@ def polish(dec: Decomposition, replicas: IntArray, deadline: float) -> bool:
                 minlength=len(index.pool_price),
             ).astype(np.int64)
             fill_cheaper_pools(dec, replicas, rem)
-        moved |= refill(dec, replicas)
+        if time.perf_counter() < deadline:
+            moved |= refill(dec, replicas)
         if not moved:
             break
         changed = True
@@ -181,11 +186,13 @@ def _refill_pool(
                 values.append(float(unit[alt]) * a - price_here)
                 counts.append(on_p)
                 moves.append((here, alt, True))
-    if not any(not on for _, _, on in moves):
+    incoming = sum(w * n for w, n, (_, _, on) in zip(weights, counts, moves, strict=True) if not on)
+    if incoming == 0 or incoming <= rem[p]:
+        # Nothing to move in, or everything fits as it is (`fill_cheaper_pools` moves it).
         return False
     fixed = held - sum(w * n for w, n, (_, _, on) in zip(weights, counts, moves, strict=True) if on)
     room = int(index.pool_accelerators[p]) - fixed
-    if room <= 0:
+    if room <= 0 or room > _KNAPSACK_LIMIT:
         return False
     current = sum(v * n for v, n, (_, _, on) in zip(values, counts, moves, strict=True) if on)
     value, chosen = _knapsack(room, weights, values, counts)
