@@ -86,19 +86,15 @@ def monitoring_crds(tools: Tools) -> Iterator[None]:
     if not (directory / ".complete").exists():
         pytest.fail(f"no monitoring CRDs in {directory}: run `bash hack/monitoring-crds.sh`")
     tools.kubectl("apply", "--server-side", "-f", str(directory))
-    # `kubectl wait` fails on a CRD whose status is not written yet: poll instead.
-    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+
+    # `kubectl wait` (and a jsonpath filter) fail on a CRD whose status is not written yet.
+    def established(crd: str) -> bool:
+        got = tools.kubectl("get", f"crd/{crd}.monitoring.coreos.com", "-o", "json")
+        conditions = (json.loads(got.stdout).get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
     for crd in ("servicemonitors", "podmonitors"):
-        wait_for(
-            f"{crd} CRD Established",
-            lambda c=crd: (
-                tools.kubectl(
-                    "get", f"crd/{c}.monitoring.coreos.com", "-o", f"jsonpath={jsonpath}"
-                ).stdout
-                == "True"
-            ),
-            timeout=60,
-        )
+        wait_for(f"{crd} CRD Established", lambda c=crd: established(c), timeout=60)
     yield
     tools.kubectl("delete", "-f", str(directory), "--wait=false", check=False)
 
@@ -295,10 +291,26 @@ CAN_I = [
 ]
 
 
-def check_permissions(tools: Tools, kubeconfig: Path) -> list[str]:
-    """`kubectl auth can-i` as the ServiceAccount, for every row of CAN_I; the lines to print."""
+# After `helm upgrade --reset-values` to the default (all namespaces).
+CAN_I_ALL_NAMESPACES = [
+    ("list", "modeldeployments.infleet.io", "default", True),
+    ("patch", "deployments.apps", "default", True),
+    ("create", "events", "default", True),
+    ("patch", "clusterkopfpeerings.kopf.dev", "", True),
+    ("patch", "kopfpeerings.kopf.dev", "llm", False),
+    ("list", "namespaces", "", False),
+    ("list", "secrets", "", False),
+    ("get", "secrets", "default", False),
+    ("delete", "pods", "default", False),
+]
+
+
+def check_permissions(
+    tools: Tools, kubeconfig: Path, table: list[tuple[str, str, str, bool]] = CAN_I
+) -> list[str]:
+    """`kubectl auth can-i` as the ServiceAccount for every row of ``table``; lines to print."""
     lines = []
-    for verb, resource, namespace, allowed in CAN_I:
+    for verb, resource, namespace, allowed in table:
         scope = ["-n", namespace] if namespace else []
         kind, _, sub = resource.partition("/")
         sub_args = [f"--subresource={sub}"] if sub else []
@@ -368,7 +380,14 @@ def example_nodes(tools: Tools, kube: Any, cluster: Any) -> Iterator[None]:
     try:
         yield
     finally:
+        # The namespace goes first, while kwok still manages its pods' nodes: a pod left on a
+        # deleted node waits for the pod garbage collector's 40 s quarantine.
         tools.kubectl("delete", "namespace", "llm", "--wait=false", check=False)
+        wait_for(
+            "namespace llm gone",
+            lambda: tools.kubectl("get", "namespace", "llm", check=False).returncode != 0,
+            timeout=120,
+        )
         tools.kubectl(
             "delete", "-f", str(REPO / "examples/pools.yaml"), "--ignore-not-found", check=False
         )
@@ -379,11 +398,6 @@ def example_nodes(tools: Tools, kube: Any, cluster: Any) -> Iterator[None]:
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-        wait_for(
-            "namespace llm gone",
-            lambda: tools.kubectl("get", "namespace", "llm", check=False).returncode != 0,
-            timeout=120,
-        )
 
 
 def test_install_run_with_the_service_account_upgrade_uninstall(
@@ -473,6 +487,14 @@ def install_run_upgrade_uninstall(tools: Tools, ns: str, tmp_path: Path) -> None
     assert "--namespace=llm" in args  # reused
     for kind in ("servicemonitor", "podmonitor"):
         assert tools.kubectl("get", kind, "-n", ns, "-o", "name").stdout.strip()
+
+    # Back to the defaults: every namespace, one ClusterRole, no Roles.
+    reset = tools.helm("upgrade", RELEASE, str(CHART), "-n", ns, "--reset-values", "--wait=false")
+    assert "REVISION: 3" in reset.stdout
+    assert tools.kubectl("get", "role", RELEASE, "-n", "llm", check=False).returncode != 0
+    for line in check_permissions(tools, kubeconfig, CAN_I_ALL_NAMESPACES):
+        print(line)
+    lap(f"all-namespaces upgrade: {len(CAN_I_ALL_NAMESPACES)} more can-i checks passed")
 
     uninstall = tools.helm("uninstall", RELEASE, "-n", ns, "--wait")
     print(uninstall.stdout)
