@@ -32,16 +32,23 @@ def _item_table(
     rem: IntArray,
     price: FloatArray,
 ) -> FloatArray:
-    """Cost of 0..largest replicas of one item, filling its cheapest pools first (inf = no room)."""
-    pools = index.t_pool[triples]
-    unit = price[pools] * accelerators
-    room = np.clip(rem[pools] // accelerators, 0, largest)
-    order = np.argsort(unit, kind="stable")
-    steps = np.repeat(unit[order], room[order])[:largest]
-    table = np.full(largest + 1, np.inf)
-    table[0] = 0.0
-    table[1 : len(steps) + 1] = np.cumsum(steps)
-    return table
+    """Cost of 0..largest replicas of one item, filling its cheapest pools first (inf = no room).
+
+    Plain Python over the item's few pools (numpy's per-call cost dominated here).
+    """
+    pools = index.t_pool[triples].tolist()
+    unit = [float(price[p]) * accelerators for p in pools]
+    table = [0.0]
+    total = 0.0
+    for i in sorted(range(len(pools)), key=unit.__getitem__):
+        room = min(max(int(rem[pools[i]]) // accelerators, 0), largest + 1 - len(table))
+        for _ in range(room):
+            total += unit[i]
+            table.append(total)
+        if len(table) > largest:
+            break
+    table.extend([np.inf] * (largest + 1 - len(table)))
+    return np.asarray(table)
 
 
 def _fill(

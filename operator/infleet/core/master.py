@@ -38,6 +38,7 @@ from infleet.core.plan_index import (
     FloatArray,
     IntArray,
 )
+from infleet.core.planner_highs import solve_lp, solve_mip
 from infleet.core.repair import fill_cheaper_pools
 
 _INTEGRAL = 1e-6
@@ -112,25 +113,41 @@ def solve_master_lp(
     the 1000-model LP ran out of time).
     """
     program = _program(dec)
-    result = linprog(
-        program.cost,
-        A_ub=program.a_pool,
-        b_ub=program.cap,
-        A_eq=program.a_eq,
-        b_eq=program.b_eq,
-        bounds=(0, None),
-        method="highs",
-        # Any optimal dual will do: the bound is recomputed at the prices.
-        options={"time_limit": max(time_limit_seconds, 0.01), "presolve": presolve},
-    )
-    if result.status == _LP_INFEASIBLE:
-        return "infeasible"
-    if result.status != 0 or result.x is None:
-        return "failed"
-    prices = np.maximum(0.0, -np.asarray(result.ineqlin.marginals, dtype=np.float64))
     nt = dec.index.n_triples
+    direct = solve_lp(
+        program.cost,
+        _stack(program).tocsc(),
+        np.concatenate([program.b_eq, np.full(len(program.cap), -np.inf)]),
+        np.concatenate([program.b_eq, program.cap]),
+        time_limit_seconds=time_limit_seconds,
+        presolve=presolve,
+    )
+    if direct is not None:
+        if direct.status != "optimal":
+            return direct.status
+        x = direct.x
+        marginals = direct.row_dual[len(program.b_eq) :]
+    else:
+        result = linprog(
+            program.cost,
+            A_ub=program.a_pool,
+            b_ub=program.cap,
+            A_eq=program.a_eq,
+            b_eq=program.b_eq,
+            bounds=(0, None),
+            method="highs",
+            # Any optimal dual will do: the bound is recomputed at the prices.
+            options={"time_limit": max(time_limit_seconds, 0.01), "presolve": presolve},
+        )
+        if result.status == _LP_INFEASIBLE:
+            return "infeasible"
+        if result.status != 0 or result.x is None:
+            return "failed"
+        x = np.asarray(result.x, dtype=np.float64)
+        marginals = np.asarray(result.ineqlin.marginals, dtype=np.float64)
+    prices = np.maximum(0.0, -marginals)
     bound = dec.lagrangian(prices)[0]
-    return MasterLP(result.x[:nt], result.x[nt:], prices, bound)
+    return MasterLP(x[:nt], x[nt:], prices, bound)
 
 
 def round_master(dec: Decomposition, lp: MasterLP, deadline: float) -> IntArray | None:
@@ -286,26 +303,36 @@ def close_gap(
     cost = program.cost[keep]
     cutoff = upper_value - _FIX_MARGIN * (1 + abs(upper_value))
     rows = vstack([a[live], csr_matrix(cost[None, :])]).tocsr()
-    result = milp(
-        cost,
-        integrality=np.ones(len(cost)),
-        bounds=Bounds(np.zeros(len(cost)), np.where(np.flatnonzero(keep) < nt, np.inf, 1.0)),
-        constraints=[
-            LinearConstraint(rows, np.append(lo[live], -np.inf), np.append(hi[live], cutoff))
-        ],
-        options={"time_limit": max(time_limit_seconds, 0.01), "mip_rel_gap": 1e-9},
+    row_lo, row_hi = np.append(lo[live], -np.inf), np.append(hi[live], cutoff)
+    col_hi = np.where(np.flatnonzero(keep) < nt, np.inf, 1.0)
+    limit = max(time_limit_seconds, 0.01)
+    direct = solve_mip(
+        cost, rows.tocsc(), row_lo, row_hi, col_hi, time_limit_seconds=limit, mip_rel_gap=1e-9
     )
-    if result.x is None:
-        if result.status == _MILP_INFEASIBLE:
+    if direct is None:
+        result = milp(
+            cost,
+            integrality=np.ones(len(cost)),
+            bounds=Bounds(np.zeros(len(cost)), col_hi),
+            constraints=[LinearConstraint(rows, row_lo, row_hi)],
+            options={"time_limit": limit, "mip_rel_gap": 1e-9},
+        )
+        status = {0: "optimal", _MILP_INFEASIBLE: "infeasible"}.get(result.status, "other")
+        solution = None if result.x is None else np.asarray(result.x, dtype=np.float64)
+        dual_bound = float(getattr(result, "mip_dual_bound", np.nan) or np.nan)
+    else:
+        status, solution, dual_bound = direct.status, direct.x, direct.dual_bound
+    if solution is None:
+        if status == "infeasible":
             # Nothing cheaper than the plan in hand exists: it is optimal.
             return Closed(upper, upper_value)
         return None
     x = np.zeros(len(keep))
-    x[keep] = result.x
+    x[keep] = solution
     replicas = np.rint(x[:nt]).astype(np.int64)
     found = objective(index, replicas)
-    dual = float(getattr(result, "mip_dual_bound", found) or found)
-    if result.status != 0:
+    dual = dual_bound if np.isfinite(dual_bound) and dual_bound != 0 else found
+    if status != "optimal":
         dual = lp.bound
     # Every plan cheaper than ``upper`` lies in the restricted program.
     bound = max(lp.bound, min(upper_value, dual))

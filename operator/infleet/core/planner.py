@@ -189,8 +189,9 @@ def _quick_plan(index: FleetIndex, dec: Decomposition, start: float) -> FleetPla
 
     Models take their cheapest column that fits at list prices, highest priority and dearest
     first (`infleet.core.greedy.greedy`), or, if one does not fit, the priority-ordered
-    fallback places every model as much as fits; replicas then move to cheaper pools with room. The bound
-    is the Lagrangian value at zero pool prices (every model at its own optimum).
+    fallback places every model as much as fits; replicas then move to cheaper pools with
+    room. The bound is the Lagrangian value at zero pool prices (every model at its own
+    optimum).
     """
     zero = np.zeros(len(index.pool_price))
     placed = greedy(dec, zero, greedy_order(dec, zero))

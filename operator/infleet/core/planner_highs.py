@@ -1,0 +1,177 @@
+"""The master LP and closing MILP straight through the HiGHS binding SciPy ships.
+
+`scipy.optimize.linprog` spends as long around HiGHS as HiGHS spends solving the 100-model
+master LP (input checks, and a Python loop over every variable to sort bound multipliers, which
+the planner never reads); `scipy.optimize.milp` does the same loop. The binding itself
+(`scipy.optimize._highspy._core`) is private to SciPy, so it is looked up once and `solve_lp` /
+`solve_mip` return None when it is missing or its shape has changed; the caller then goes
+through the public functions (same answers, slower).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy.sparse import csc_matrix
+
+from infleet.core.plan_index import FloatArray
+
+_NAMES = ("HighsLp", "_Highs", "HighsOptions", "MatrixFormat", "HighsModelStatus", "HighsVarType")
+
+
+def _binding() -> Any:
+    try:
+        core = importlib.import_module("scipy.optimize._highspy._core")
+        for name in _NAMES:
+            getattr(core, name)
+    except (ImportError, AttributeError):
+        return None
+    return core
+
+
+_CORE = _binding()
+
+
+@dataclass(frozen=True)
+class LpAnswer:
+    """HiGHS's verdict on an LP and, when optimal, its primal values and row duals."""
+
+    status: Literal["optimal", "infeasible", "failed"]
+    x: FloatArray
+    row_dual: FloatArray
+
+
+def solve_lp(
+    cost: FloatArray,
+    matrix: csc_matrix,
+    row_lower: FloatArray,
+    row_upper: FloatArray,
+    *,
+    time_limit_seconds: float,
+    presolve: bool,
+) -> LpAnswer | None:
+    """Minimise ``cost @ x`` with ``row_lower <= matrix @ x <= row_upper`` and ``x >= 0``.
+
+    None when the binding is unavailable (use `linprog`); ``failed`` covers time-outs and
+    every status other than optimal or infeasible, as `linprog` reports them.
+    """
+    if _CORE is None:
+        return None
+    try:
+        return _solve(_CORE, cost, matrix, row_lower, row_upper, time_limit_seconds, presolve)
+    except (AttributeError, TypeError):
+        # The private binding changed shape in some SciPy release: fall back to linprog.
+        return None
+
+
+def _model(
+    core: Any,
+    cost: FloatArray,
+    matrix: csc_matrix,
+    row_lower: FloatArray,
+    row_upper: FloatArray,
+    col_upper: FloatArray,
+) -> Any:
+    n_rows, n_cols = matrix.shape
+    lp = core.HighsLp()
+    lp.num_col_ = n_cols
+    lp.num_row_ = n_rows
+    lp.col_cost_ = np.asarray(cost, dtype=np.float64)
+    lp.col_lower_ = np.zeros(n_cols)
+    lp.col_upper_ = np.asarray(col_upper, dtype=np.float64)
+    lp.row_lower_ = np.asarray(row_lower, dtype=np.float64)
+    lp.row_upper_ = np.asarray(row_upper, dtype=np.float64)
+    lp.a_matrix_.num_col_ = n_cols
+    lp.a_matrix_.num_row_ = n_rows
+    lp.a_matrix_.format_ = core.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = matrix.indptr
+    lp.a_matrix_.index_ = matrix.indices
+    lp.a_matrix_.value_ = matrix.data.astype(np.float64)
+    return lp
+
+
+def _run(core: Any, lp: Any, time_limit_seconds: float, presolve: bool, gap: float) -> Any:
+    options = core.HighsOptions()
+    options.presolve = "on" if presolve else "off"
+    options.time_limit = max(float(time_limit_seconds), 0.01)
+    options.mip_rel_gap = gap
+    options.output_flag = False
+    options.log_to_console = False
+    highs = core._Highs()
+    highs.passOptions(options)
+    highs.passModel(lp)
+    highs.run()
+    return highs
+
+
+def _solve(
+    core: Any,
+    cost: FloatArray,
+    matrix: csc_matrix,
+    row_lower: FloatArray,
+    row_upper: FloatArray,
+    time_limit_seconds: float,
+    presolve: bool,
+) -> LpAnswer:
+    lp = _model(core, cost, matrix, row_lower, row_upper, np.full(matrix.shape[1], np.inf))
+    highs = _run(core, lp, time_limit_seconds, presolve, 1e-4)
+    status = highs.getModelStatus()
+    empty = np.zeros(0)
+    if status == core.HighsModelStatus.kInfeasible:
+        return LpAnswer("infeasible", empty, empty)
+    if status != core.HighsModelStatus.kOptimal:
+        return LpAnswer("failed", empty, empty)
+    solution = highs.getSolution()
+    return LpAnswer(
+        "optimal",
+        np.asarray(solution.col_value, dtype=np.float64),
+        np.asarray(solution.row_dual, dtype=np.float64),
+    )
+
+
+@dataclass(frozen=True)
+class MipAnswer:
+    """HiGHS's verdict on an all-integer program: status, best solution (if any), dual bound."""
+
+    status: Literal["optimal", "infeasible", "other"]
+    x: FloatArray | None
+    dual_bound: float
+
+
+def solve_mip(
+    cost: FloatArray,
+    matrix: csc_matrix,
+    row_lower: FloatArray,
+    row_upper: FloatArray,
+    col_upper: FloatArray,
+    *,
+    time_limit_seconds: float,
+    mip_rel_gap: float,
+) -> MipAnswer | None:
+    """Minimise ``cost @ x`` over integers ``0 <= x <= col_upper`` within the row bounds.
+
+    ``x`` is the best solution found (also after a time-out), None if there is none; None
+    overall when the binding is unavailable (use `scipy.optimize.milp`).
+    """
+    if _CORE is None:
+        return None
+    try:
+        core = _CORE
+        lp = _model(core, cost, matrix, row_lower, row_upper, col_upper)
+        lp.integrality_ = [core.HighsVarType.kInteger] * matrix.shape[1]
+        highs = _run(core, lp, time_limit_seconds, True, mip_rel_gap)
+        status = highs.getModelStatus()
+        info = highs.getInfo()
+    except (AttributeError, TypeError):
+        return None
+    if status == core.HighsModelStatus.kInfeasible:
+        return MipAnswer("infeasible", None, np.inf)
+    found = bool(np.isfinite(info.objective_function_value))
+    x = np.asarray(highs.getSolution().col_value, dtype=np.float64) if found else None
+    verdict: Literal["optimal", "other"] = (
+        "optimal" if status == core.HighsModelStatus.kOptimal else "other"
+    )
+    return MipAnswer(verdict, x, float(info.mip_dual_bound))
