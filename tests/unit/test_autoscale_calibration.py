@@ -215,3 +215,51 @@ def test_factor_stays_within_bounds_for_any_sequence(
         if update.action == "recovered":
             assert update.factor > max(min(factor, settings.max_factor), settings.min_factor)
         factor = update.factor
+
+
+@pytest.mark.parametrize(
+    ("factor", "ratio", "util", "expected", "action"),
+    [
+        (1.0, 1.5, 0.6, 1.0, "unchanged"),  # a breach is not learned while settling
+        (0.5, 0.6, 0.6, 0.51, "recovered"),  # recovery is not held back
+        (0.5, 0.9, 0.6, 0.5, "unchanged"),
+    ],
+)
+def test_unsettled_fleet_is_not_derated(
+    factor: float, ratio: float, util: float, expected: float, action: str
+) -> None:
+    update = update_calibration(
+        factor,
+        latency_ratio=ratio,
+        utilization=util,
+        target_utilization=0.8,
+        settings=DEFAULT,
+        settled=False,
+    )
+    assert (update.factor, update.action) == (pytest.approx(expected), action)
+    if ratio > 1.05:
+        assert "settles" in update.reason
+
+
+def test_calibrate_variants_passes_settled_to_every_variant() -> None:
+    observations = {
+        "h100": VariantObservation(ttft_ms=750, tpot_ms=40, utilization=0.6),
+        "l4": VariantObservation(ttft_ms=900, tpot_ms=40, utilization=0.5),
+    }
+    held = calibrate_variants(
+        {},
+        observations,
+        slo=SLO,
+        target_utilization=0.8,
+        settings=DEFAULT,
+        stale_after_seconds=60,
+        settled=False,
+    )
+    assert {v: u.factor for v, u in held.items()} == {"h100": 1.0, "l4": 1.0}
+    learned = calibrate_variants(
+        {}, observations, slo=SLO, target_utilization=0.8, settings=DEFAULT, stale_after_seconds=60
+    )
+    assert {v: u.factor for v, u in learned.items()} == {
+        "h100": pytest.approx(0.85),
+        "l4": pytest.approx(0.85),
+    }

@@ -46,6 +46,7 @@ def through_json(state: ModelScalingState) -> ModelScalingState:
             metrics_available=False,
         ),
         ModelScalingState(planned_requests_per_second=7.0, planned_source="prior"),
+        ModelScalingState(last_replicas=3, last_change_time=1700000000.5),
     ],
 )
 def test_state_round_trips_through_a_plain_dict(state: ModelScalingState) -> None:
@@ -90,6 +91,9 @@ def test_from_dict_accepts_integers_for_numbers() -> None:
         ({"metricsAvailable": 1}, "metricsAvailable must be true or false"),
         ({"calibration": [1]}, "calibration must be a mapping"),
         ({"calibration": {"h100": 0}}, "calibration.h100 must be > 0"),
+        ({"lastReplicas": -1}, "lastReplicas must be an integer >= 0"),
+        ({"lastReplicas": 2.5}, "lastReplicas must be an integer >= 0"),
+        ({"lastChangeTime": "now"}, "lastChangeTime must be a finite number"),
     ],
 )
 def test_from_dict_names_the_bad_field(data: Any, message: str) -> None:
@@ -215,3 +219,9 @@ def test_limited_change_moves_towards_desired_within_limits(
         assert got - current <= up
     if down is not None and got < current:
         assert current - got <= down
+
+
+def test_change_tracking_is_written_only_when_set() -> None:
+    assert "lastReplicas" not in ModelScalingState().to_dict()
+    data = ModelScalingState(last_replicas=0, last_change_time=5.0).to_dict()
+    assert (data["lastReplicas"], data["lastChangeTime"]) == (0, 5.0)

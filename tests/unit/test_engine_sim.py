@@ -230,6 +230,10 @@ def test_token_counters_match_finished_requests() -> None:
     spec = ReplicaSpec(8, 5120.0, 25.0, 0.5, 1e6)
     sim = _run(spec, rate=2.0, seconds=60)
     replica = sim.replicas["p0"]
+    # Mid-run, the counters include requests still running; the finished-request sums do not.
+    assert replica.running > 0
+    assert replica.counters.generation_tokens > replica.counters.success * 128
+    assert replica.counters.finished_generation_tokens == replica.counters.success * 128
     sim.load.rate = 0.0
     rng = np.random.default_rng(0)
     for step in range(200):  # drain
@@ -237,6 +241,8 @@ def test_token_counters_match_finished_requests() -> None:
     assert replica.running == 0
     assert replica.counters.prompt_tokens == replica.counters.success * 512
     assert replica.counters.generation_tokens == pytest.approx(replica.counters.success * 128)
+    assert replica.counters.finished_prompt_tokens == replica.counters.success * 512
+    assert replica.counters.finished_generation_tokens == replica.counters.success * 128
     assert replica.kv_usage() == pytest.approx(0.0, abs=1e-9)
 
 

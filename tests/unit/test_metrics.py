@@ -47,7 +47,18 @@ M = 'namespace="prod",model_name="meta-llama/Llama-3.1-8B"'
             "histogram_quantile(0.95, sum by (le) "
             f"(rate(vllm:time_per_output_token_seconds_bucket{{{M}}}[1m])))",
         ),
-        (Engine.VLLM, "input_token_rate", f"sum(rate(vllm:prompt_tokens_total{{{M}}}[1m]))"),
+        (
+            Engine.VLLM,
+            "input_token_rate",
+            f"sum(rate(vllm:request_prompt_tokens_sum{{{M}}}[1m])) or "
+            f"sum(rate(vllm:prompt_tokens_total{{{M}}}[1m]))",
+        ),
+        (
+            Engine.VLLM,
+            "output_token_rate",
+            f"sum(rate(vllm:request_generation_tokens_sum{{{M}}}[1m])) or "
+            f"sum(rate(vllm:generation_tokens_total{{{M}}}[1m]))",
+        ),
         (
             Engine.VLLM,
             "kv_cache_usage",

@@ -16,7 +16,7 @@ import pytest
 from infleet.api import ModelDeployment
 from infleet.core.autoscale import ModelScalingState, ScalingPolicy
 from infleet.metrics.prometheus import PrometheusClient
-from infleet.reconcile.autoscale import Autoscaler
+from infleet.reconcile.autoscale import Autoscaler, window_seconds
 from infleet.reconcile.observe import LiveChild, ParsedModel
 
 KEY = ("ns", "chat")
@@ -92,8 +92,9 @@ def parsed(status: dict[str, Any] | None = None, *, prior: float = 1.0) -> Parse
     return ParsedModel(ModelDeployment.model_validate(raw), "u1", raw)
 
 
-def child(replicas: int) -> LiveChild:
-    return LiveChild("ns", "chat-h100-pool", "chat", "h100", "pool", replicas, replicas, "h", {})
+def child(replicas: int, ready: int | None = None) -> LiveChild:
+    ready = replicas if ready is None else ready
+    return LiveChild("ns", "chat-h100-pool", "chat", "h100", "pool", replicas, ready, "h", {})
 
 
 def current(replicas: int) -> dict[tuple[tuple[str, str], str, str], int]:
@@ -151,14 +152,74 @@ def test_state_restored_from_status_keeps_the_window_peak(prometheus: str) -> No
     assert cycle.demand[KEY].requests_per_second == pytest.approx(2.0)
 
 
+def settled_status(now: float, replicas: int = 2) -> dict[str, Any]:
+    """A model that has run ``replicas`` replicas, unchanged, for ten minutes."""
+    state = ModelScalingState(last_replicas=replicas, last_change_time=now - 600)
+    return {"scaling": state.to_dict()}
+
+
 def test_breach_with_headroom_derates_the_variant(prometheus: str) -> None:
     # 2 pods at 1 req/s each of 5: 20% load, p95 TTFT 900 ms > 500 ms: the model is optimistic.
     signals(2.0, ttft_s=0.9)
+    now = time.time()
     scaler = Autoscaler(PrometheusClient(prometheus, retries=0), policy=ScalingPolicy())
-    cycle = scaler.prepare([parsed()], [child(2)], current(2), time.time())
+    cycle = scaler.prepare([parsed(settled_status(now))], [child(2)], current(2), now)
     assert cycle.calibration[(KEY, "h100")] == pytest.approx(0.85)
     assert cycle.records[KEY].state.calibration == (("h100", pytest.approx(0.85)),)
+    assert cycle.records[KEY].state.last_change_time == now
     assert cycle.records[KEY].verdict.met is False
+
+
+def test_no_derate_again_on_the_same_window(prometheus: str) -> None:
+    """The breach stays in the 1 m window after a derate: the next cycles (15 s, then 89 s
+    later) must not derate again on it; 90 s (1.5 windows) after, the evidence is new."""
+    signals(2.0, ttft_s=0.9)
+    start = time.time() - 90  # the fake Prometheus' samples are from now: fresh for all cycles
+    scaler = Autoscaler(PrometheusClient(prometheus, retries=0), policy=ScalingPolicy())
+    assert scaler.settle_seconds == 90.0
+    model = parsed(settled_status(start))
+    factors = []
+    for at in (start, start + 15, start + 89, start + 90):
+        cycle = scaler.prepare([model], [child(2)], current(2), at)
+        factors.append(cycle.calibration[(KEY, "h100")])
+    assert factors == pytest.approx([0.85, 0.85, 0.85, 0.7225])
+
+
+@pytest.mark.parametrize(
+    ("status", "children", "replicas"),
+    [
+        (None, [child(2)], 2),  # a new model: its first replicas just came
+        ("settled at 1", [child(2)], 2),  # the total moved from 1 to 2
+        ("settled at 2", [child(2, ready=1)], 2),  # a replica is still starting
+    ],
+)
+def test_changed_or_starting_fleet_is_not_derated(
+    prometheus: str, status: str | None, children: list[LiveChild], replicas: int
+) -> None:
+    signals(2.0, ttft_s=0.9)
+    now = time.time()
+    stored = None
+    if status is not None:
+        stored = settled_status(now, replicas=int(status.rsplit(" ", 1)[1]))
+    scaler = Autoscaler(PrometheusClient(prometheus, retries=0), policy=ScalingPolicy())
+    cycle = scaler.prepare([parsed(stored)], children, current(replicas), now)
+    assert cycle.calibration[(KEY, "h100")] == 1.0
+    state = cycle.records[KEY].state
+    assert (state.last_replicas, state.last_change_time) == (replicas, now)
+
+
+@pytest.mark.parametrize(
+    ("window", "seconds"),
+    [("20s", 20.0), ("1m", 60.0), ("1m30s", 90.0), ("2h", 7200.0), ("500ms", 0.5)],
+)
+def test_window_seconds(window: str, seconds: float) -> None:
+    assert window_seconds(window) == seconds
+
+
+@pytest.mark.parametrize("window", ["", "1", "m", "1x", "1m 30s", "-1m"])
+def test_window_seconds_rejects_what_is_not_a_duration(window: str) -> None:
+    with pytest.raises(ValueError, match="not a PromQL duration"):
+        window_seconds(window)
 
 
 def _now() -> Any:

@@ -41,6 +41,12 @@ class ModelScalingState:
     """The last ``MetricsAvailable`` verdict (for change events)."""
     calibration: tuple[tuple[str, float], ...] = ()
     """Capacity factor per variant name, sorted by name."""
+    last_replicas: int | None = None
+    """Total replicas the model ran at the last calibrated cycle."""
+    last_change_time: float | None = None
+    """Last time the fleet behind the model's latency changed: its replica total moved, a
+    replica was not ready yet, or a variant was derated. Calibration derates only once the
+    metrics window no longer covers that change (see :mod:`infleet.core.calibration`)."""
 
     def calibration_factors(self) -> dict[str, float]:
         """Factor per variant (variants not listed are at 1.0)."""
@@ -67,6 +73,10 @@ class ModelScalingState:
         if self.metrics_available is not None:
             out["metricsAvailable"] = self.metrics_available
         out["calibration"] = dict(self.calibration)
+        if self.last_replicas is not None:
+            out["lastReplicas"] = self.last_replicas
+        if self.last_change_time is not None:
+            out["lastChangeTime"] = self.last_change_time
         return out
 
     @classmethod
@@ -83,6 +93,8 @@ class ModelScalingState:
             "scaledToZero",
             "metricsAvailable",
             "calibration",
+            "lastReplicas",
+            "lastChangeTime",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -123,6 +135,8 @@ class ModelScalingState:
                 else _bool("metricsAvailable", data["metricsAvailable"])
             ),
             calibration=factors,
+            last_replicas=_optional_count("lastReplicas", data.get("lastReplicas")),
+            last_change_time=_optional_number("lastChangeTime", data.get("lastChangeTime")),
         )
 
 
@@ -136,6 +150,14 @@ def _number(where: str, value: Any, *, positive: bool = False) -> float:
 
 def _optional_number(key: str, value: Any) -> float | None:
     return None if value is None else _number(f"scaling state: {key}", value)
+
+
+def _optional_count(key: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"scaling state: {key} must be an integer >= 0, got {value!r}")
+    return value
 
 
 def _bool(key: str, value: Any) -> bool:

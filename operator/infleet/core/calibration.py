@@ -21,6 +21,14 @@ Rules (defaults in :class:`CalibrationSettings`):
   the target: low latency on an idle replica says nothing about its capacity. From the floor
   0.3 back to 1.0 takes ln(3.33)/ln(1.02) = 61 cycles, about 15 minutes at 15 s cycles:
   slow on purpose, because a premature recovery breaks the SLO again.
+* **Learn from a settled fleet only.** A derate needs the fleet behind the latency to be the
+  one the plan describes: no replica added, removed or still starting, and no derate, within
+  the time the metrics window needs to forget the change (the caller says so with
+  ``settled``). Otherwise the percentile still holds the latency of a ramp (requests queued
+  while new replicas started) or of the capacity before the last derate, and each cycle would
+  derate again on the same evidence until the floor: measured in the sandbox, a 2 s cycle over
+  a 20 s window took a correct profile from 1.0 to 0.31 in ten seconds. Recovery is not held
+  back: it is slow and needs low latency.
 * **Otherwise no change**: inside the band, or latency/load not observed, or stale.
 * **Bounds** ``[min_factor, max_factor]`` = [0.3, 1.0]. The floor stops a broken metric from
   shrinking a variant to nothing (a derate below 0.3 means the profile is wrong and should be
@@ -143,11 +151,13 @@ def update_calibration(
     target_utilization: float,
     settings: CalibrationSettings,
     all_targets_observed: bool = True,
+    settled: bool = True,
 ) -> CalibrationUpdate:
     """One calibration step for one variant (rules in the module docs).
 
     ``latency_ratio`` is the worst observed/target ratio (see :func:`worst_latency_ratio`);
-    ``utilization`` is load over calibrated capacity; ``target_utilization`` is the model's.
+    ``utilization`` is load over calibrated capacity; ``target_utilization`` is the model's;
+    ``settled`` is False while the metrics window still covers a change of the fleet.
     """
     if not math.isfinite(factor) or factor <= 0:
         raise ValueError(f"calibration factor must be a finite number > 0, got {factor!r}")
@@ -163,6 +173,13 @@ def update_calibration(
                 UNCHANGED,
                 f"latency {latency_ratio:.2f}x the SLO at {utilization:.0%} load, above the "
                 f"{target_utilization:.0%} target: too few replicas, not a model error",
+            )
+        if not settled:
+            return CalibrationUpdate(
+                current,
+                UNCHANGED,
+                f"latency {latency_ratio:.2f}x the SLO while the fleet settles (replicas changed "
+                "or starting, or derated, within the metrics window): not learned",
             )
         if current <= low:
             return CalibrationUpdate(
@@ -205,11 +222,13 @@ def calibrate_variants(
     target_utilization: float,
     settings: CalibrationSettings,
     stale_after_seconds: float,
+    settled: bool = True,
 ) -> dict[str, CalibrationUpdate]:
     """One step for every variant named in ``factors`` or ``observations``.
 
     A variant without a stored factor starts at 1.0 (clamped into the bounds); one without an
-    observation, or with data older than ``stale_after_seconds``, keeps its factor.
+    observation, or with data older than ``stale_after_seconds``, keeps its factor; while not
+    ``settled`` no variant is derated.
     """
     updates: dict[str, CalibrationUpdate] = {}
     for variant in sorted(set(factors) | set(observations)):
@@ -233,5 +252,6 @@ def calibrate_variants(
             target_utilization=target_utilization,
             settings=settings,
             all_targets_observed=complete,
+            settled=settled,
         )
     return updates

@@ -23,7 +23,9 @@ Signals (``None`` where an engine does not export one)
 * ``tpot``: ``vllm:inter_token_latency_seconds``, falling back to the older
   ``vllm:time_per_output_token_seconds`` (SGLang alike);
   TGI ``tgi_request_mean_time_per_token_duration``.
-* token rates: ``*:prompt_tokens_total`` / ``*:generation_tokens_total``; TGI the ``_sum`` of
+* token rates: vLLM ``vllm:request_prompt_tokens_sum`` / ``vllm:request_generation_tokens_sum``
+  (tokens of finished requests), else ``*:prompt_tokens_total`` / ``*:generation_tokens_total``
+  (these also count requests still running: biased high during a ramp); TGI the ``_sum`` of
   ``tgi_request_input_length`` / ``tgi_request_generated_tokens``.
 * ``kv_cache_usage``: ``avg(vllm:kv_cache_usage_perc)``, older ``vllm:gpu_cache_usage_perc``;
   SGLang ``sglang:token_usage``; TGI exports none.
@@ -135,6 +137,11 @@ def _default(engine: Engine, selector: Selector, q: float, window: str) -> Model
             running = "vllm:num_requests_running"
             itl = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
             kv = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+            # Tokens of finished requests (histograms observed at completion) first: the
+            # counters also count tokens of requests still running, so during a ramp
+            # counter / completions over-states the mean (and under-states capacity).
+            tokens_in: tuple[str, ...] = ("vllm:request_prompt_tokens_sum",)
+            tokens_out: tuple[str, ...] = ("vllm:request_generation_tokens_sum",)
         else:
             p = "sglang:"
             success = ("sglang:e2e_request_latency_seconds_count",)
@@ -142,6 +149,7 @@ def _default(engine: Engine, selector: Selector, q: float, window: str) -> Model
             running = "sglang:num_running_reqs"
             itl = ("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds")
             kv = ("sglang:token_usage",)
+            tokens_in = tokens_out = ()
         queue = f"sum({waiting}{{{sel}}})"
         return ModelQueries(
             request_rate=_rate(success, sel, window),
@@ -149,8 +157,8 @@ def _default(engine: Engine, selector: Selector, q: float, window: str) -> Model
             queue_growth=_growth(queue, window),
             ttft=_quantile(q, (f"{p}time_to_first_token_seconds",), sel, window),
             tpot=_quantile(q, itl, sel, window),
-            input_token_rate=_rate((f"{p}prompt_tokens_total",), sel, window),
-            output_token_rate=_rate((f"{p}generation_tokens_total",), sel, window),
+            input_token_rate=_rate((*tokens_in, f"{p}prompt_tokens_total"), sel, window),
+            output_token_rate=_rate((*tokens_out, f"{p}generation_tokens_total"), sel, window),
             kv_cache_usage=" or ".join(f"avg({name}{{{sel}}})" for name in kv),
             last_scrape=f"max(timestamp({running}{{{sel}}}))",
             replicas=f"count({running}{{{sel}}})",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -57,10 +58,39 @@ from infleet.reconcile.observe import LiveChild, ParsedModel
 
 log = logging.getLogger("infleet.autoscale")
 
-__all__ = ["AutoscaleCycle", "Autoscaler", "ModelRecord", "autoscaler_from_settings"]
+__all__ = [
+    "AutoscaleCycle",
+    "Autoscaler",
+    "ModelRecord",
+    "autoscaler_from_settings",
+    "window_seconds",
+]
 
 PROBE_QUERY = "vector(1)"
 """Answered by any Prometheus without touching data: tells "down" from "no series"."""
+
+SETTLE_WINDOWS = 1.5
+"""Calibration derates only this many metrics windows after the fleet last changed: one window
+for the percentile to cover only the new fleet, half one more for scrape and rate() edges."""
+
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNIT_SECONDS = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 604800.0,
+    "y": 31536000.0,
+}
+
+
+def window_seconds(window: str) -> float:
+    """Seconds of a PromQL duration such as ``20s``, ``1m`` or ``1m30s``."""
+    parts = _DURATION_PART.findall(window)
+    if not parts or "".join(n + u for n, u in parts) != window:
+        raise ValueError(f"not a PromQL duration: {window!r} (e.g. 20s, 1m, 1m30s)")
+    return sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
 @dataclass(frozen=True)
@@ -135,6 +165,8 @@ class Autoscaler:
     ) -> None:
         self.client = client
         self.window = window
+        self.settle_seconds = SETTLE_WINDOWS * window_seconds(window)
+        """Seconds after a change of a model's fleet before calibration may derate it."""
         self.policy = policy or ScalingPolicy()
         self.states: dict[tuple[ModelKey, str], ModelScalingState] = {}
         """State per (model key, uid)."""
@@ -186,10 +218,13 @@ class Autoscaler:
             if n > 0:
                 placed.setdefault(key, set()).add(variant)
         names: dict[ModelKey, dict[str, list[str]]] = {}
+        starting: set[ModelKey] = set()
         for child in children:
             if child.replicas > 0:
                 by_variant = names.setdefault((child.namespace, child.model), {})
                 by_variant.setdefault(child.variant, []).append(child.name)
+            if child.ready_replicas < child.replicas:
+                starting.add((child.namespace, child.model))
         live = set()
         for parsed in models:
             key = parsed.key
@@ -203,6 +238,7 @@ class Autoscaler:
                     names.get(key, {}),
                     now,
                     down,
+                    starting=key in starting,
                 )
             except Exception:  # one model's surprise must not stop the fleet's cycle
                 log.exception("%s/%s: autoscaling failed; holding its replicas", *key)
@@ -220,6 +256,8 @@ class Autoscaler:
         deployments: Mapping[str, Sequence[str]],
         now: float,
         down: str | None,
+        *,
+        starting: bool = False,
     ) -> None:
         model, key = parsed.model, parsed.key
         spec = model.spec
@@ -254,6 +292,10 @@ class Autoscaler:
                 now,
                 window=self.window,
             )
+            changed_at = new_state.last_change_time
+            if starting or new_state.last_replicas != total:
+                changed_at = now
+            settled = changed_at is None or now - changed_at >= self.settle_seconds
             updates = calibrate_variants(
                 factors,
                 observations,
@@ -261,11 +303,18 @@ class Autoscaler:
                 target_utilization=spec.target_utilization,
                 settings=policy.calibration,
                 stale_after_seconds=policy.stale_after_seconds,
+                settled=settled,
             )
             for name, update in updates.items():
                 if update.action != "unchanged":
                     log.info("%s/%s variant %s: %s", *key, name, update.reason)
-            new_state = new_state.with_calibration(updates)
+            if any(u.action == "derated" for u in updates.values()):
+                changed_at = now
+            new_state = replace(
+                new_state.with_calibration(updates),
+                last_replicas=total,
+                last_change_time=changed_at,
+            )
             factors = new_state.calibration_factors()
         bounds = replica_bounds(decision, spec_max=spec.replicas.max, current=total, policy=policy)
         self.states[(key, parsed.uid)] = new_state

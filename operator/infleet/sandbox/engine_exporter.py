@@ -81,6 +81,14 @@ class EngineCollector(Collector):
         e2e = HistogramMetricFamily(
             "vllm:e2e_request_latency_seconds", "Request latency.", labels=LABELS
         )
+        request_prompt = HistogramMetricFamily(
+            "vllm:request_prompt_tokens", "Prompt tokens per finished request.", labels=LABELS
+        )
+        request_generation = HistogramMetricFamily(
+            "vllm:request_generation_tokens",
+            "Generated tokens per finished request.",
+            labels=LABELS,
+        )
         offered = GaugeMetricFamily(
             "infleet_sandbox_offered_requests_per_second",
             "Load set for the model (mean of a trace is not shown: 0 while replaying).",
@@ -105,8 +113,12 @@ class EngineCollector(Collector):
                 ttft.add_metric(values, _buckets(r.ttft), r.ttft.sum)
                 itl.add_metric(values, _buckets(r.itl), r.itl.sum)
                 e2e.add_metric(values, _buckets(r.e2e), r.e2e.sum)
+                # One +Inf bucket: only the sum and count are read (mean tokens per request).
+                done = [("+Inf", r.counters.success)]
+                request_prompt.add_metric(values, done, r.counters.finished_prompt_tokens)
+                request_generation.add_metric(values, done, r.counters.finished_generation_tokens)
             for (namespace, name), sim in self.state.sims.items():
                 offered.add_metric([namespace, name], sim.load.rate)
                 backlog.add_metric([namespace, name], len(sim.backlog))
         yield from (success, prompt, generation, running, waiting, kv, ready)
-        yield from (ttft, itl, e2e, offered, backlog)
+        yield from (ttft, itl, e2e, request_prompt, request_generation, offered, backlog)

@@ -157,6 +157,10 @@ class _Counters:
     success: float = 0.0
     prompt_tokens: float = 0.0
     generation_tokens: float = 0.0
+    finished_prompt_tokens: float = 0.0
+    """Prompt tokens of finished requests (vLLM's ``request_prompt_tokens`` histogram sum)."""
+    finished_generation_tokens: float = 0.0
+    """Output tokens of finished requests (``request_generation_tokens`` sum)."""
 
 
 class ReplicaSim:
@@ -249,6 +253,8 @@ class ReplicaSim:
                 finished_at = start + dt * (finish - before) / advance
                 self.e2e.observe(max(0.0, finished_at - request.arrival))
                 self.counters.success += 1
+                self.counters.finished_prompt_tokens += request.input_tokens
+                self.counters.finished_generation_tokens += request.output_tokens
                 self._active_input -= request.input_tokens
                 self._decoding_start_sum -= request.start_clock
                 # Tokens past the request's end were not generated.
