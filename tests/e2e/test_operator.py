@@ -700,17 +700,19 @@ def test_examples_apply_like_infleet_plan(
             [*kubectl, "apply", "--server-side", "-f", str(REPO / "tests/e2e/pools")],
             check=True, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
+        # Namespace first: kwok deletes the pods while their nodes exist; pods of deleted
+        # nodes wait for the controller-manager's pod garbage collection (40-50 s).
+        kube.wait_for(
+            "namespace llm gone",
+            lambda: "llm" not in {n.metadata.name for n in kube.core.list_namespace().items},
+            timeout=120,
+        )
         for node in nodes:
             try:
                 kube.core.delete_node(node["metadata"]["name"])
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-        kube.wait_for(
-            "namespace llm gone",
-            lambda: "llm" not in {n.metadata.name for n in kube.core.list_namespace().items},
-            timeout=120,
-        )
 
 
 def test_peering_only_the_highest_priority_instance_acts(
