@@ -198,28 +198,6 @@ def enumerate_columns(
     return grid[minimal], exact
 
 
-def _feasible_scalar(
-    counts: list[int],
-    capacity: list[float],
-    spot: list[bool],
-    target: float,
-    low: int,
-    high: int,
-    fraction: float,
-) -> bool:
-    """`_feasible` for one count vector, in plain Python."""
-    cap = 0.0
-    on_spot = 0.0
-    n = 0
-    for count, c, s in zip(counts, capacity, spot, strict=True):
-        cap += count * c
-        on_spot += count * (c if s else 0.0)
-        n += count
-    if not (cap >= target - RPS_TOLERANCE * (1.0 + target) and low <= n <= high):
-        return False
-    return fraction >= 1 or on_spot - fraction * cap <= RPS_TOLERANCE
-
-
 def _enumerate_small(
     capacity: list[float],
     spot: list[bool],
@@ -240,6 +218,8 @@ def _enumerate_small(
     c_p = capacity[pivot]
     spot_c = [c if s else 0.0 for c, s in zip(capacity, spot, strict=True)]
     others = [i for i in range(k) if i != pivot]
+    floor = target - RPS_TOLERANCE * (1.0 + target)
+    tol = RPS_TOLERANCE
     found: list[list[int]] = []
     for combo in itertools.product(*(range(bound[i] + 1) for i in order)):
         counts = [0] * k
@@ -261,15 +241,24 @@ def _enumerate_small(
         if need > bound[pivot] or n_r + need > high:
             continue
         counts[pivot] = need
-        if not _feasible_scalar(counts, capacity, spot, target, low, high, fraction):
+        cap = cap_r + need * c_p
+        on_spot = spot_r + need * spot_c[pivot]
+        n = n_r + need
+        if not (
+            cap >= floor and low <= n <= high and (fraction >= 1 or on_spot - fraction * cap <= tol)
+        ):
             continue
+        # Minimal: one replica less of any non-pivot item breaks a lower limit (the upper
+        # ones only get easier).
         minimal = True
         for i in others:
             if counts[i] > 0:
-                counts[i] -= 1
-                still = _feasible_scalar(counts, capacity, spot, target, low, high, fraction)
-                counts[i] += 1
-                if still:
+                less = cap - capacity[i]
+                if (
+                    less >= floor
+                    and n - 1 >= low
+                    and (fraction >= 1 or on_spot - spot_c[i] - fraction * less <= tol)
+                ):
                     minimal = False
                     break
         if minimal:

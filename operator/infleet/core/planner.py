@@ -51,7 +51,12 @@ Algorithm (``plan_fleet``):
 3. Rounding: models the LP placed integrally keep their placement; split ones keep their whole
    replicas and place the rest cheapest-first; fractional ones are re-placed against what is
    left; then replicas move to cheaper pools with room (`infleet.core.repair`) and touched
-   models are re-planned at real prices (`infleet.core.greedy`).
+   models are re-planned at real prices (`infleet.core.greedy`). If that plan does not meet
+   the bound, it is polished (`infleet.core.planner_polish`): models that could use room left
+   on cheaper pools are re-planned, and pools with room are repacked by bounded knapsack (a big
+   replica in, small ones out), until nothing improves; half the fleets that met the bound only
+   after HiGHS now meet it here, and the others reach HiGHS with a closer plan (a smaller
+   closing program).
 4. If the proven gap exceeds the target (``1e-9`` on small fleets of at most ``EXACT_TRIPLES``
    eligible triples, ``gap_tolerance`` otherwise): reduced-cost fixing at the LP prices drops
    every column and pool that cannot be part of a cheaper plan, and HiGHS solves the integer
@@ -60,7 +65,11 @@ Algorithm (``plan_fleet``):
    with churn, small fleets go to HiGHS on the full program instead.
 5. Fallbacks: if the LP is infeasible (not everything fits), the lexicographic program goes to
    HiGHS (`infleet.core.milp`); if the LP fails (time, numerics) or no model needs anything, the
-   older subgradient decomposition (`infleet.core.lagrange`) runs, with HiGHS after it.
+   older subgradient decomposition (`infleet.core.lagrange`) runs, with HiGHS after it. On a
+   large fleet the LP gets the time left minus half of what the index and columns took (that
+   measures how fast the machine is right now), so rounding and the report still fit; if it
+   runs out anyway and less than a second is left, a greedy plan at list prices is returned
+   with its gap against the Lagrangian bound at zero prices (`greedy-fallback`).
 
 6. Last resort: when HiGHS comes back without a solution (time limit, error) and no other path
    produced a plan, a deterministic greedy (`infleet.core.fallback`) places the models by
