@@ -25,13 +25,16 @@ Fleet shape: accelerator types and prices from docs (REFERENCE.md snapshots: H10
 A100 $3.67, L4 $0.75, MI300X ~$2, TPU v5e $1.20, A10G $1.01 per accelerator-hour, each pool
 jittered +-20%); 8B/70B/405B-class models with per-replica sizes and capacities scaled from the
 vLLM throughput table; 1-4 variants per model; ~25% spot pools at 40-60% of the price, ~15%
-reserved; spot and reserved pools (and some on-demand ones) sized below what the unconstrained
-optimum would use, so capacity binds; one large on-demand pool per type keeps the fleet feasible.
+reserved; spot and reserved pools (and some on-demand ones) sized at 30-90% of what they would
+hold if every model took its cheapest single option with unlimited pools (`unconstrained_use`,
+computed here and not by the planner, so planner changes never change the fleets), so capacity
+binds; one large on-demand pool per type keeps the fleet feasible.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import statistics
@@ -149,12 +152,41 @@ def _random_model(rng: random.Random, i: int, present: list[str]) -> ModelReques
     )
 
 
+def unconstrained_use(problem: PlanProblem) -> dict[str, int]:
+    """Accelerators per pool if every model took its cheapest single option with unlimited pools.
+
+    Computed here, not by the planner, so that a change to the planner never changes the
+    benchmark's fleets. Per model: the (variant, pool) pair with the lowest marginal cost for
+    the replicas it needs (reserved pools cost 0, ties go to fewer accelerators), spot pools only
+    for models without a spot cap; replicas = enough for demand / utilisation, at least
+    ``min_replicas``, at most ``max_replicas``.
+    """
+    used: dict[str, int] = {}
+    for model in problem.models:
+        best: tuple[float, int, str] | None = None
+        for variant in model.variants:
+            if variant.capacity_rps <= 0:
+                continue
+            need = math.ceil(model.required_rps / variant.capacity_rps - 1e-9)
+            replicas = min(max(need, model.min_replicas), model.max_replicas)
+            accelerators = replicas * variant.accelerators_per_replica
+            for pool in problem.pools:
+                if pool.accelerator_type != variant.accelerator_type:
+                    continue
+                if pool.capacity_type == "spot" and model.spot_max_fraction < 1:
+                    continue
+                price = 0.0 if pool.capacity_type == "reserved" else pool.cost_per_accelerator_hour
+                option = (accelerators * price, accelerators, pool.name)
+                if accelerators and (best is None or option < best):
+                    best = option
+        if best is not None:
+            used[best[2]] = used.get(best[2], 0) + best[1]
+    return used
+
+
 def _size_pools(problem: PlanProblem, rng: random.Random) -> PlanProblem:
     """Size pools below the unconstrained optimum's use (binding) plus one overflow per type."""
-    roomy = replace(problem, pools=tuple(replace(p, accelerators=100_000) for p in problem.pools))
-    used: dict[str, int] = {}
-    for placement in plan_fleet(roomy).placements:
-        used[placement.pool] = used.get(placement.pool, 0) + placement.accelerators
+    used = unconstrained_use(problem)
     sized: list[PoolSupply] = []
     overflow: dict[str, int] = {}
     for p in problem.pools:

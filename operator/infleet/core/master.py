@@ -109,8 +109,8 @@ def solve_master_lp(
 ) -> MasterLP | str:
     """Solve the LP relaxation; ``"infeasible"`` (shortage) or ``"failed"`` (time, numerics).
 
-    ``presolve=False`` saves ~30% on small fleets; large ones need HiGHS's presolve (without it
-    the 1000-model LP ran out of time).
+    ``presolve=False`` saves ~30% at 100 models and 0-25% at 1,000 (measured through the direct
+    binding; through `linprog` the large LP once needed presolve to finish in time).
     """
     program = _program(dec)
     nt = dec.index.n_triples
