@@ -192,11 +192,18 @@ def run(count: int, env: dict[str, str], work: Path) -> dict[str, float]:
             time.sleep(2)
         else:
             converge = time.monotonic() - start
+        busy = proc_cpu_seconds(op.pid)
         time.sleep(5)
         cpu0, t0 = proc_cpu_seconds(op.pid), time.monotonic()
         time.sleep(30)
         idle = (proc_cpu_seconds(op.pid) - cpu0) / (time.monotonic() - t0)
-        result = {"models": count, "seconds": converge, "rss": peak_rss_mib(op.pid), "idle": idle}
+        result = {
+            "models": count,
+            "seconds": converge,
+            "rss": peak_rss_mib(op.pid),
+            "idle": idle,
+            "cpu": busy,
+        }
         print_request_delta(requests_before, api_requests(env))
         log.flush()
         print_cycles(work / f"operator-{count}.log")
@@ -235,9 +242,15 @@ def main() -> None:
         subprocess.run([*stop, *(["--dir", str(args.dir)] if args.dir else [])], check=True)
     kubectl(env, "apply", "-f", str(pool_file))
     results = [run(args.baseline, env, work), run(args.models, env, work)]
-    print(f"{'models':>7} {'apply->Ready s':>15} {'peak RSS MiB':>13} {'idle CPU':>9}")
+    print(
+        f"{'models':>7} {'apply->Ready s':>15} {'operator CPU s':>15} {'peak RSS MiB':>13} "
+        f"{'idle CPU':>9}"
+    )
     for r in results:
-        print(f"{r['models']:>7} {r['seconds']:>15.1f} {r['rss']:>13.0f} {r['idle']:>8.1%}")
+        print(
+            f"{r['models']:>7} {r['seconds']:>15.1f} {r['cpu']:>15.1f} {r['rss']:>13.0f} "
+            f"{r['idle']:>8.1%}"
+        )
     base, big = results
     print(
         f"ratio {big['models'] / base['models']:.0f}x models: "
