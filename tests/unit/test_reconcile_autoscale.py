@@ -165,7 +165,7 @@ def test_breach_with_headroom_derates_the_variant(prometheus: str) -> None:
     scaler = Autoscaler(PrometheusClient(prometheus, retries=0), policy=ScalingPolicy())
     cycle = scaler.prepare([parsed(settled_status(now))], [child(2)], current(2), now)
     assert cycle.calibration[(KEY, "h100")] == pytest.approx(0.85)
-    assert cycle.records[KEY].state.calibration == (("h100", pytest.approx(0.85)),)
+    assert cycle.records[KEY].state.calibration_factors() == {"h100": pytest.approx(0.85)}
     assert cycle.records[KEY].state.last_change_time == now
     assert cycle.records[KEY].verdict.met is False
 
