@@ -178,3 +178,39 @@ def test_serves_everyone_ignores_models_no_pool_can_hold(
     assert index.n_triples == 1
     plan = np.array([replicas], dtype=np.int64)
     assert _serves_everyone(index, plan) is expected
+
+
+def test_close_gap_guesses_below_and_above_the_optimum() -> None:
+    # Small fleets whose optimum lies above the LP bound: a guessed gap below the optimum
+    # (restricted program infeasible, the bound rises, the next gap is tried) and one above it
+    # (its optimum is the optimum) must give the optimum of the whole closing program, which
+    # must match HiGHS on the full program; the bound stays valid throughout.
+    info = SolverInfo("test", 0.0, 0.0)
+    both = 0
+    for seed in range(400):
+        problem = mid_fleet(seed, models=8, pools=3)
+        found = _master(problem)
+        if found is None or found[0].inexact:
+            continue
+        dec, lp = found
+        upper = round_master(dec, lp, time.perf_counter() + 5.0)
+        if upper is None or not _serves_everyone(dec.index, upper):
+            continue
+        whole = close_gap(dec, lp, upper, 5.0, guesses=())
+        assert whole is not None
+        optimum = objective(dec.index, whole.replicas)
+        share = (optimum - lp.bound) / abs(lp.bound)
+        if share < 1e-6:
+            continue
+        reference = solve_reference_milp(problem, mip_rel_gap=1e-9)
+        plan = build_plan(dec.index, whole.replicas, info)
+        assert plan.cost_per_hour == pytest.approx(reference.cost_per_hour, abs=1e-4)
+        tried = 1.2 * share * abs(lp.bound) < 0.8 * (objective(dec.index, upper) - lp.bound)
+        both += tried
+        for guesses in [(0.5 * share,), (0.5 * share, 1.2 * share), (1.2 * share,)]:
+            closed = close_gap(dec, lp, upper, 5.0, guesses=guesses)
+            assert closed is not None
+            value = objective(dec.index, closed.replicas)
+            assert value == pytest.approx(optimum, abs=1e-6)
+            assert value - 1e-6 <= closed.bound <= value + 1e-9
+    assert both >= 2, "too few fleets where both guesses are tried to mean anything"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
-from scipy.sparse import csr_matrix, vstack
+from scipy.sparse import csc_matrix, csr_matrix, vstack
 
 from infleet.core.decompose import Decomposition, objective
 from infleet.core.greedy import improve, place_model
@@ -256,22 +256,87 @@ class Closed:
     """Proven lower bound on the whole problem's cost."""
 
 
+_GUESSES = (0.0015, 0.006)
+"""Gaps above the LP bound, relative to it, tried in turn by `close_gap` before the gap of the
+plan in hand. On the bench's 100-model fleets (seeds 0-31) the optimum lies 0-0.15% above the
+bound on 15 of the 17 that need closing (0.36% and 1.08% on the other two), while the plan in
+hand is often 0.3-2.9% above it; the restricted programs are smaller and need no search for a
+better plan, so HiGHS is 2-8x faster on them."""
+
+
 def close_gap(
-    dec: Decomposition, lp: MasterLP, upper: IntArray, time_limit_seconds: float
+    dec: Decomposition,
+    lp: MasterLP,
+    upper: IntArray,
+    time_limit_seconds: float,
+    *,
+    guesses: tuple[float, ...] = _GUESSES,
 ) -> Closed | None:
     """Solve the integer master restricted by reduced-cost fixing (None: HiGHS gave nothing).
 
     Only valid when the integer master is exact (no churn, every model's columns enumerated).
+
+    A plan costing less than ``lp.bound + g`` uses only columns and triples whose reduced cost
+    is below ``g``. So the MILP over those variables with a cutoff row at ``lp.bound + g`` is
+    exact for every plan cheaper than that: its optimum, if it has one, is the optimum; if it is
+    infeasible, ``lp.bound + g`` is a proven lower bound. The plan in hand gives
+    ``g = plan - lp.bound``, which leaves the most variables; smaller guesses first give much
+    smaller programs and are usually enough (the HiGHS time is mostly spent searching for a
+    better plan, which a cutoff close to the optimum makes short). ``guesses`` are those gaps
+    relative to the bound; one not below 80% of the whole gap is skipped.
     """
+    start = time.perf_counter()
     index = dec.index
-    nt = index.n_triples
     upper_value = objective(index, upper)
-    gap = upper_value - lp.bound + _FIX_MARGIN * (1 + abs(upper_value))
+    margin = _FIX_MARGIN * (1 + abs(upper_value))
+    whole = upper_value - lp.bound
+    col_reduced, triple_reduced = _reduced_costs(dec, lp)
+    program = _program(dec)
+    stacked = _stack(program).tocsc()
+    bound = lp.bound
+    tried = [g * abs(lp.bound) for g in guesses if g * abs(lp.bound) < 0.8 * whole]
+    for gap in (*tried, whole):
+        final = gap == whole
+        left = time_limit_seconds - (time.perf_counter() - start)
+        if left <= 0:
+            return Closed(upper, bound)
+        cutoff = upper_value - margin if final else lp.bound + gap
+        outcome = _restricted(
+            dec, program, stacked, triple_reduced, col_reduced, gap + margin, cutoff, left
+        )
+        if outcome is None:
+            return None if bound == lp.bound else Closed(upper, bound)
+        status, solution, dual_bound = outcome
+        if solution is None:
+            if status == "infeasible":
+                if final:
+                    # Nothing cheaper than the plan in hand exists: it is optimal.
+                    return Closed(upper, upper_value)
+                # Nothing costs less than the cutoff: a proven bound; try a wider gap.
+                bound = max(bound, cutoff)
+                continue
+            return None if bound == lp.bound else Closed(upper, bound)
+        replicas = np.rint(solution[: index.n_triples]).astype(np.int64)
+        found = objective(index, replicas)
+        dual = dual_bound if np.isfinite(dual_bound) and dual_bound != 0 else found
+        if status != "optimal":
+            dual = bound
+        # Every plan cheaper than the cutoff lies in the restricted program.
+        proven = max(bound, min(cutoff + margin, dual))
+        if found < upper_value:
+            return Closed(replicas, min(proven, found))
+        return Closed(upper, min(proven, upper_value))
+    return Closed(upper, bound)
+
+
+def _reduced_costs(dec: Decomposition, lp: MasterLP) -> tuple[FloatArray, FloatArray]:
+    """Reduced cost at the LP prices of every column and every triple (inf: not eligible)."""
+    index = dec.index
     item_cost, _ = dec.price_items(lp.prices)
     best, _ = dec.best_columns(item_cost)
     padded = np.append(item_cost, 0.0)
     col_cost = (dec.col_counts * padded[dec.col_items]).sum(axis=1)
-    col_reduced = col_cost - best[dec.col_model]
+    col_reduced: FloatArray = col_cost - best[dec.col_model]
     # Cheapest reduced cost of a column that uses each item.
     uses = (dec.col_items < dec.n_items) & (dec.col_counts > 0)
     item_reduced = np.full(dec.n_items + 1, np.inf)
@@ -284,24 +349,42 @@ def close_gap(
     per_acc = index.t_price[safe] + TIE_BREAK_PER_ACCELERATOR_HOUR + lp.prices[index.t_pool[safe]]
     cheapest = np.where(dec.item_mask, per_acc, np.inf).min(axis=1)
     extra = (per_acc - cheapest[:, None]) * dec.item_acc[:, None]
-    triple_reduced = np.full(nt, np.inf)
+    triple_reduced = np.full(index.n_triples, np.inf)
     triple_reduced[dec.item_triples[dec.item_mask]] = (extra + item_reduced[:-1, None])[
         dec.item_mask
     ]
+    return col_reduced, triple_reduced
+
+
+def _restricted(
+    dec: Decomposition,
+    program: _Program,
+    stacked: csc_matrix,
+    triple_reduced: FloatArray,
+    col_reduced: FloatArray,
+    gap: float,
+    cutoff: float,
+    time_limit_seconds: float,
+) -> tuple[str, FloatArray | None, float] | None:
+    """HiGHS on the variables whose reduced cost is below ``gap``, cost at most ``cutoff``.
+
+    Returns the status (``optimal``, ``infeasible``, ``other``), the solution over all
+    variables of the master (zeros where dropped) and HiGHS's dual bound; None if HiGHS gave
+    nothing at all.
+    """
+    nt = dec.index.n_triples
     triple_keep = _drop_interchangeable(dec, triple_reduced < gap, col_reduced < gap)
     keep = np.concatenate([triple_keep, col_reduced < gap])
-    program = _program(dec)
-    # Only the variables that survive the fixing, and the rows they appear in; a cutoff row
-    # (cost below the plan in hand) lets HiGHS prune early and prove "nothing cheaper" fast.
-    a = _stack(program).tocsc()[:, keep].tocsr()
+    # Only the variables that survive the fixing, and the rows they appear in; the cutoff row
+    # lets HiGHS prune early and prove "nothing cheaper" fast.
+    a = stacked[:, keep].tocsr()
     lo = np.concatenate([program.b_eq, np.full(len(program.cap), -np.inf)])
     hi = np.concatenate([program.b_eq, program.cap])
     live = np.diff(a.indptr) > 0
     if np.any((~live) & ((lo > 0) | (hi < 0))):
-        # A row no surviving variable can satisfy (a model with no column left): no cheaper plan.
-        return Closed(upper, upper_value)
+        # A row no surviving variable can satisfy (a model with no column left).
+        return "infeasible", None, np.inf
     cost = program.cost[keep]
-    cutoff = upper_value - _FIX_MARGIN * (1 + abs(upper_value))
     rows = vstack([a[live], csr_matrix(cost[None, :])]).tocsr()
     row_lo, row_hi = np.append(lo[live], -np.inf), np.append(hi[live], cutoff)
     col_hi = np.where(np.flatnonzero(keep) < nt, np.inf, 1.0)
@@ -323,22 +406,10 @@ def close_gap(
     else:
         status, solution, dual_bound = direct.status, direct.x, direct.dual_bound
     if solution is None:
-        if status == "infeasible":
-            # Nothing cheaper than the plan in hand exists: it is optimal.
-            return Closed(upper, upper_value)
-        return None
+        return status, None, dual_bound
     x = np.zeros(len(keep))
     x[keep] = solution
-    replicas = np.rint(x[:nt]).astype(np.int64)
-    found = objective(index, replicas)
-    dual = dual_bound if np.isfinite(dual_bound) and dual_bound != 0 else found
-    if status != "optimal":
-        dual = lp.bound
-    # Every plan cheaper than ``upper`` lies in the restricted program.
-    bound = max(lp.bound, min(upper_value, dual))
-    if found < upper_value:
-        return Closed(replicas, bound)
-    return Closed(upper, bound)
+    return status, x, dual_bound
 
 
 def _drop_interchangeable(dec: Decomposition, triples: BoolArray, columns: BoolArray) -> BoolArray:
