@@ -84,8 +84,10 @@ HPA_TARGET = 0.8
 KEDA_THRESHOLD = 5.0
 REAL_STARTUP_SECONDS = 120
 """A replica's start-up (an 8B model's weights on an H100 node) before the speed-up."""
-LEVELS = (3.0, 8.0, 14.0, 22.0, 32.0, 45.0)
-"""Staircase of the reaction phase, requests/s: 1, 2, 4, 6, 8, 12 replicas at 4 rps each."""
+LEVELS = (3.0, 7.0, 13.0, 21.0, 30.0, 42.0)
+"""Staircase of the reaction phase, requests/s: 1, 2, 4, 6, 8, 11 replicas at 4 req/s each
+(5 at the SLO x 0.8), every level between two replica thresholds so that noise does not decide
+whether a step needs another replica."""
 
 
 def log(message: str) -> None:
