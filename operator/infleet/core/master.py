@@ -259,7 +259,7 @@ class Closed:
 _GUESSES = (0.0015, 0.006, 0.015)
 """Gaps above the LP bound, relative to it, tried in turn by `close_gap` before the gap of the
 plan in hand. On the bench's 100-model fleets (seeds 0-31) the optimum lies 0-0.15% above the
-bound on 15 of the 18 that need closing (0.36%, 0.46% and 1.08% on the other three), while the
+bound on 14 of the 17 that need closing (0.36%, 0.46% and 1.08% on the other three), while the
 plan in hand is often 0.3-2.9% above it; the restricted programs are smaller and need no search
 for a better plan, so HiGHS is 2-8x faster on them. The third guess halves seed 15's closing
 CPU (108 -> 50 ms) and costs nothing measurable elsewhere; a floor row at a failed guess (the
