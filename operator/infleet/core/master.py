@@ -15,7 +15,8 @@ steps. The LP is very tight on these fleets (most models come out integral), so:
   one in hand needs the sum over models of ``cost_lambda(choice) - best_lambda(model)`` to stay
   below the gap, so any column or pool whose reduced cost alone reaches the gap is dropped, and
   HiGHS solves what is left exactly, built from the surviving variables only and with a cutoff
-  row just below the plan in hand (infeasible = the plan is optimal).
+  row just below the plan in hand (infeasible = the plan is optimal); smaller guessed gaps are
+  tried first (see `close_gap`).
 
 The integer master is exact when no churn cost applies (an optimum never holds a removable
 replica, so it is a minimal column) and every model's columns were fully enumerated.

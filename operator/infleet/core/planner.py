@@ -62,8 +62,10 @@ Algorithm (``plan_fleet``):
    eligible triples, ``gap_tolerance`` otherwise): reduced-cost fixing at the LP prices drops
    every column and pool that cannot be part of a cheaper plan, and HiGHS solves the integer
    master on what is left: only the surviving variables and their rows, plus a cutoff row
-   (cost below the plan in hand), so "infeasible" proves the plan optimal. Exact without churn;
-   with churn, small fleets go to HiGHS on the full program instead.
+   (cost below the plan in hand), so "infeasible" proves the plan optimal. Smaller gaps above
+   the bound are guessed first (0.15%, 0.6%, 1.5%): fewer variables survive, and each such
+   program is exact below its cutoff ("infeasible" there raises the bound and the next guess
+   is tried). Exact without churn; with churn, small fleets go to HiGHS on the full program.
 5. Fallbacks: if the LP is infeasible (not everything fits), the lexicographic program goes to
    HiGHS (`infleet.core.milp`); if the LP fails (time, numerics) or no model needs anything, the
    older subgradient decomposition (`infleet.core.lagrange`) runs, with HiGHS after it. On a
