@@ -513,7 +513,10 @@ def reaction_phase(
             log(f"step {step}: {levels[step - 1]:g} -> {level:g} rps; before {before_replicas}")
             seen: dict[str, dict[str, float]] = {ns: {} for ns in namespaces}
             history = []
-            while time.time() < t_set + hold:
+            # Holds of 60 s would keep every step at the same phase of the HPA's 15 s syncs and
+            # KEDA's 30 s polls (60 is a multiple of both), making their five reactions one
+            # draw; staggering the holds by 0-14.6 s spreads the phases.
+            while time.time() < t_set + hold + (step * 7.3) % 15:
                 now = time.time()
                 rates = _by_ns(prom.query(rate_q))
                 offered = _by_ns(prom.query(offered_q))
