@@ -147,3 +147,44 @@ def test_kind_mode_labels_workers_as_pools(tmp_path: Path) -> None:
         assert pool_nodes[0]["status"]["capacity"]["amd.com/gpu"] == "8"
     finally:
         _infleet("down", "--dir", str(state), "--wipe")
+
+
+@needs_binaries
+def test_up_after_down_keeps_running_pods_on_the_fake_nodes(tmp_path: Path) -> None:
+    """`down` then `up` without `--wipe`: the new kwok takes over the fake nodes at once (the old
+    process's 600 s leases are released), so a pod created after the restart becomes Ready."""
+    from kubernetes import client
+
+    from infleet.sandbox.kube import client_for
+
+    state = tmp_path / "again"
+    pools = tmp_path / "pool.yaml"
+    pools.write_text(ONE_POOL)
+    try:
+        for attempt in ("first", "after down"):
+            up = _infleet("up", "--dir", str(state), "--pools", str(pools))
+            assert up.returncode == 0, up.stderr
+            core = client.CoreV1Api(client_for(state / "kubeconfig"))
+            name = f"probe-{attempt.replace(' ', '-')}"
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {
+                    "nodeSelector": {"infleet.io/solo": "mi300x"},
+                    "containers": [{"name": "c", "image": "x:1"}],
+                },
+            }
+            core.create_namespaced_pod("default", pod)
+            deadline = time.monotonic() + 45
+            ready = False
+            while time.monotonic() < deadline and not ready:
+                status = core.read_namespaced_pod(name, "default").status
+                ready = any(
+                    c.type == "Ready" and c.status == "True" for c in status.conditions or []
+                )
+                time.sleep(0.5)
+            assert ready, f"pod {name} not Ready 45 s after `up` ({attempt}): {status}"
+            assert _infleet("down", "--dir", str(state)).returncode == 0
+    finally:
+        _infleet("down", "--dir", str(state), "--wipe")

@@ -444,6 +444,8 @@ class Sandbox:
         self._wait_healthy(["kube-apiserver"], timeout)
         say(f"kube-apiserver: ready at {self.server_url} ({time.monotonic() - started:.1f}s)")
         rest = ["kube-controller-manager", "kube-scheduler", "kwok", "prometheus"]
+        if self.processes.running("kwok") is None:
+            self._release_node_leases()
         newly = self._ensure_running(rest, say)
         if config_changed and "prometheus" not in newly:
             self.reload_prometheus()
@@ -489,8 +491,16 @@ class Sandbox:
         if component == ENGINE:
             self.start_engine()
             return
+        if component == "kwok" and self.processes.running("kwok") is None:
+            self._release_node_leases()
         self._ensure_running([component], lambda line: None)
         self._wait_healthy([component], timeout)
+
+    def _release_node_leases(self) -> None:
+        """Before kwok starts: drop the leases an earlier kwok process still holds."""
+        from infleet.sandbox import kube  # the kubernetes client is slow to import
+
+        kube.release_fake_node_leases(kube.client_for(self.kubeconfig))
 
     def reload_prometheus(self) -> None:
         """Ask Prometheus to re-read its configuration file."""

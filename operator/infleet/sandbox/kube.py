@@ -17,7 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from infleet.sandbox.nodes import POOL_LABEL
+from infleet.sandbox.nodes import KWOK_ANNOTATION, POOL_LABEL
 
 FIELD_MANAGER = "infleet-sandbox"
 APPLY = "application/apply-patch+yaml"
@@ -227,3 +227,38 @@ def wait_nodes_ready(api: client.ApiClient, names: Sequence[str], timeout: float
                 f"(e.g. {sample}); is kwok running?"
             )
         time.sleep(0.5)
+
+
+NODE_LEASE_NAMESPACE = "kube-node-lease"
+
+
+def release_fake_node_leases(api: client.ApiClient) -> int:
+    """Delete the leases of kwok's fake nodes; returns how many.
+
+    kwok handles the pods of the nodes whose lease it holds, and a new kwok process cannot take
+    a lease another process renewed until it expires (600 s in the sandbox), so a kwok started
+    again would leave those nodes' pods Pending for minutes. The new process creates the leases
+    afresh.
+    """
+    core = client.CoreV1Api(api)
+    leases = client.CoordinationV1Api(api)
+    try:
+        fake = {
+            str(n.metadata.name)
+            for n in core.list_node().items
+            if n.metadata and (n.metadata.annotations or {}).get(KWOK_ANNOTATION) == "fake"
+        }
+        released = 0
+        for lease in leases.list_namespaced_lease(NODE_LEASE_NAMESPACE).items:
+            name = str(lease.metadata.name) if lease.metadata else ""
+            if name not in fake:
+                continue
+            try:
+                leases.delete_namespaced_lease(name, NODE_LEASE_NAMESPACE)
+                released += 1
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+    except ApiException as exc:
+        raise KubeError(f"releasing the fake nodes' leases failed: {exc.reason}") from exc
+    return released

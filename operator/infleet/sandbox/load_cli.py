@@ -189,41 +189,10 @@ def perf(directory: Path | None, pool: str, factor: float) -> None:
 
 
 def _restart_kwok(box: Sandbox, timeout: float) -> None:
-    """Restart kwok so that it reads its configuration again.
-
-    kwok handles the pods of the nodes whose lease it holds, and a new kwok process cannot
-    take a lease held by the old one until it expires (600 s here). The fake nodes' leases are
-    therefore deleted between stop and start, and the new process creates them afresh.
-    """
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    from infleet.sandbox.kube import client_for
-    from infleet.sandbox.nodes import KWOK_ANNOTATION
-
+    """Restart kwok so that it reads its configuration again (starting kwok releases the
+    fake nodes' leases the old process held: see ``Sandbox.start_component``)."""
     box.stop_component("kwok")
-    api = client_for(box.kubeconfig)
-    try:
-        fake = {
-            str(n.metadata.name)
-            for n in client.CoreV1Api(api).list_node().items
-            if n.metadata and (n.metadata.annotations or {}).get(KWOK_ANNOTATION) == "fake"
-        }
-        leases = client.CoordinationV1Api(api)
-        for lease in leases.list_namespaced_lease(NODE_LEASE_NAMESPACE).items:
-            name = str(lease.metadata.name) if lease.metadata else ""
-            if name in fake:
-                try:
-                    leases.delete_namespaced_lease(name, NODE_LEASE_NAMESPACE)
-                except ApiException as exc:
-                    if exc.status != 404:
-                        raise
-    except ApiException as exc:
-        raise SandboxError(f"releasing the fake nodes' leases failed: {exc.reason}") from exc
     box.start_component("kwok", timeout)
-
-
-NODE_LEASE_NAMESPACE = "kube-node-lease"
 
 
 @click.command("startup-scale")
