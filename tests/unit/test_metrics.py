@@ -253,3 +253,36 @@ def test_unreachable_server_is_reported_with_its_address() -> None:
             pytest.raises(PrometheusUnreachable, match=rf"127\.0\.0\.1:{port}.*unreachable"),
         ):
             client.query("up")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://prom:9090", "http://prom:9090"),
+        ("https://alice:s3cret@prom.example/prometheus", "https://prom.example/prometheus"),
+        ("http://alice:s3cret@127.0.0.1:9090/", "http://127.0.0.1:9090/"),
+        ("http://bob@[::1]:9090", "http://[::1]:9090"),
+    ],
+)
+def test_messages_show_the_url_without_credentials(url: str, shown: str) -> None:
+    from infleet.metrics.prometheus import redacted_url
+
+    assert redacted_url(url) == shown
+
+
+def test_errors_never_carry_the_password(server: str) -> None:
+    port = server.rsplit(":", 1)[1]
+    _Prometheus.script["q"] = (503, "overloaded")
+    with (
+        PrometheusClient(f"http://alice:s3cret@127.0.0.1:{port}", retries=0) as client,
+        pytest.raises(PrometheusHTTPError) as http_error,
+    ):
+        client.query("q")
+    assert "s3cret" not in str(http_error.value)
+    assert f"127.0.0.1:{port}" in str(http_error.value)
+    with (
+        PrometheusClient("http://alice:s3cret@127.0.0.1:1", retries=0, timeout=2) as client,
+        pytest.raises(PrometheusUnreachable) as unreachable,
+    ):
+        client.query("q")
+    assert "s3cret" not in str(unreachable.value)

@@ -100,6 +100,24 @@ def parse_response(body: Any, query: str) -> list[Sample]:
     return samples
 
 
+def redacted_url(url: str) -> str:
+    """``url`` without the user name and password basic auth may carry in it."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _redact(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` (if any) blanked out."""
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text
+
+
 class PrometheusClient:
     """Instant queries against one Prometheus server (see the module docs)."""
 
@@ -113,6 +131,8 @@ class PrometheusClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = prometheus_url(url)
+        self.shown_url = redacted_url(self.url)
+        """The URL as messages and logs show it: without user name and password."""
         self.retries = retries
         self.backoff = backoff
         host = urlsplit(self.url).hostname or ""
@@ -148,12 +168,14 @@ class PrometheusClient:
                 response = self._http.get("/api/v1/query", params=params)
             except httpx.TimeoutException as exc:
                 last = PrometheusUnreachable(
-                    f"Prometheus at {self.url} timed out on query {promql!r}"
+                    f"Prometheus at {self.shown_url} timed out on query {promql!r}"
                 )
                 last.__cause__ = exc
                 continue
             except httpx.TransportError as exc:
-                last = PrometheusUnreachable(f"Prometheus at {self.url} is unreachable: {exc}")
+                last = PrometheusUnreachable(
+                    f"Prometheus at {self.shown_url} is unreachable: {_redact(str(exc), self.url)}"
+                )
                 last.__cause__ = exc
                 continue
             if response.status_code >= 500 and attempt < self.retries:
@@ -174,7 +196,7 @@ class PrometheusClient:
         if response.status_code != 200:
             snippet = response.text[:200].strip()
             raise PrometheusHTTPError(
-                f"Prometheus at {self.url} answered HTTP {response.status_code} "
+                f"Prometheus at {self.shown_url} answered HTTP {response.status_code} "
                 f"to query {promql!r}: {snippet or 'no body'}"
             )
         if body is None:
