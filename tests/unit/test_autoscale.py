@@ -202,6 +202,28 @@ def test_queue_growth_adds_demand(
     assert decisions[15.0].demand.requests_per_second >= expected
 
 
+@pytest.mark.parametrize(
+    ("q0", "q1", "windowed", "expected"),
+    [
+        (0.0, 3.0, 0.2, 5.0 + 0.2 + 0.05),  # the window's slope, not (3 - 0) / 2 s = 1.5
+        (0.0, 3.0, -0.4, 5.0 + 0.05),  # a shrinking queue adds nothing
+        (0.0, 3.0, math.nan, 5.0 + 1.5 + 0.05),  # no slope: consecutive cycles
+        (0.0, 3.0, None, 5.0 + 1.5 + 0.05),
+        (0.0, None, 0.7, 5.0),  # no queue observed: no queue terms at all
+    ],
+)
+def test_queue_growth_uses_the_windowed_slope_when_given(
+    q0: float | None, q1: float | None, windowed: float | None, expected: float
+) -> None:
+    """Two readings 2 s apart: their difference is noise the window peak would keep."""
+    queues = {0.0: q0, 2.0: q1}
+    decisions = run(
+        lambda t: Observation(request_rate=5.0, queue_length=queues[t], queue_growth=windowed),
+        [0.0, 2.0],
+    )
+    assert decisions[2.0].observed_requests_per_second == pytest.approx(expected)
+
+
 # --- missing and stale metrics hold ------------------------------------------------------
 
 

@@ -23,7 +23,8 @@ Completions alone under-count a saturated fleet: requests that arrive but wait a
 from them, so the queue's growth rate is added back (arrivals = completions + queue growth).
 A shrinking queue is not subtracted, so the plan never drops below what the fleet is
 completing now. The last term serves a standing queue within ``queue_drain_seconds`` (60 s)
-on top of arrivals. Queue growth is measured between consecutive fresh cycles.
+on top of arrivals. Queue growth is the slope PromQL's ``deriv`` fits over the metrics window
+(between consecutive fresh cycles when that is not available).
 
 **Forecast over the startup time.** New replicas need ``startupSeconds`` (default 300) to
 become ready, so the plan must be for the demand at ``now + horizon``, with the horizon the
@@ -280,6 +281,16 @@ class Observation:
     """Age of the newest sample behind these figures at decision time."""
     wake_demand: float | None = None
     """Value of the wake query; ``None`` when not configured or not answered."""
+    queue_growth: float | None = None
+    """The waiting queue's growth, requests/s, fitted over the metrics window (PromQL
+    ``deriv``); ``None``: measure it between consecutive cycles instead."""
+
+
+def _finite(value: float | None) -> float | None:
+    """``value`` when it is a finite number (a slope may be negative), else ``None``."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _clean(value: float | None) -> float | None:
@@ -408,13 +419,25 @@ def _hold(
 
 
 def _queue_terms(
-    state: ModelScalingState, queue: float | None, policy: ScalingPolicy, now: float
+    state: ModelScalingState,
+    queue: float | None,
+    policy: ScalingPolicy,
+    now: float,
+    windowed_growth: float | None = None,
 ) -> tuple[float, float]:
-    """``(growth rps, drain rps)`` of the waiting queue."""
+    """``(growth rps, drain rps)`` of the waiting queue.
+
+    The growth is the window's fitted slope when the metrics give one: the difference of two
+    instantaneous queue readings one short cycle apart is mostly noise (3 more queued requests
+    2 s apart read as +1.5 req/s), and the scale-down window's peak would keep every such
+    spike. Without it, the growth is measured between consecutive cycles.
+    """
     if queue is None:
         return 0.0, 0.0
     growth = 0.0
-    if state.last_queue is not None and now > state.last_queue[0]:
+    if windowed_growth is not None:
+        growth = max(0.0, windowed_growth)
+    elif state.last_queue is not None and now > state.last_queue[0]:
         growth = max(0.0, (queue - state.last_queue[1]) / (now - state.last_queue[0]))
     return growth, queue / policy.queue_drain_seconds
 
@@ -436,7 +459,7 @@ def _fresh(
 ) -> DemandDecision:
     queue = _clean(obs.queue_length)
     wake_demand = _clean(obs.wake_demand)
-    growth, drain = _queue_terms(state, queue, policy, now)
+    growth, drain = _queue_terms(state, queue, policy, now, _finite(obs.queue_growth))
     estimate = rate + growth + drain
     traffic = rate > 0 or bool(queue) or bool(wake_demand)
     samples = add_sample(

@@ -81,8 +81,8 @@ class ModelMetrics:
     def observation(self) -> Observation:
         """The :class:`~infleet.core.autoscale.Observation` for ``decide_demand``.
 
-        ``request_rate`` is completions only: the policy adds queue growth itself from
-        consecutive cycles' queue lengths.
+        ``request_rate`` is completions only: the policy adds the queue's growth itself (the
+        windowed ``deriv`` passed here, or consecutive cycles' queue lengths without it).
         """
         return Observation(
             request_rate=self.request_rate,
@@ -93,6 +93,7 @@ class ModelMetrics:
             mean_output_tokens=self.mean_output_tokens,
             data_age_seconds=self.data_age_seconds,
             wake_demand=self.wake_demand,
+            queue_growth=self.queue_growth,
         )
 
 
