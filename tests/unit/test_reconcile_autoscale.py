@@ -226,3 +226,27 @@ def _now() -> Any:
     from datetime import UTC, datetime
 
     return datetime(2026, 5, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("rate", "window", "mix"),
+    [
+        (0.5, "20s", None),  # 10 finished requests in the window: too few for a mix
+        (1.0, "20s", (512.0, 128.0)),  # 20: enough
+        (0.5, "1m", (512.0, 128.0)),  # 30
+        (0.1, "1m", None),  # 6
+    ],
+)
+def test_token_mix_needs_enough_finished_requests_in_the_window(
+    prometheus: str, rate: float, window: str, mix: tuple[float, float] | None
+) -> None:
+    from infleet.metrics.observe import read_model_metrics
+
+    signals(rate)
+    with PrometheusClient(prometheus) as client:
+        got = read_model_metrics(client, parsed().model, time.time(), window=window)
+    assert got.request_rate == pytest.approx(rate)
+    if mix is None:
+        assert (got.mean_input_tokens, got.mean_output_tokens) == (None, None)
+    else:
+        assert (got.mean_input_tokens, got.mean_output_tokens) == pytest.approx(mix)

@@ -19,6 +19,7 @@ report age 0 whenever the request rate answers.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -128,14 +129,39 @@ class _Reader:
         return None
 
 
-def _per_request(token_rate: float | None, request_rate: float | None) -> float | None:
+MIN_MIX_REQUESTS = 20.0
+"""Finished requests the metrics window must hold before its token mix counts. With a handful
+(the first seconds of traffic), the two windowed rates divided here are extrapolated from
+series that started at different moments and their ratio can be several times off; the
+planner then recomputed capacity from a wild mix (an e2e run planned 8 replicas where 2 were
+right). Below it, the model's prior mix stands."""
+
+
+def _window_seconds(window: str) -> float:
+    """Seconds of a single-unit PromQL duration (the form the engine queries accept)."""
+    match = re.fullmatch(r"([0-9]+)(ms|s|m|h)", window)
+    if match is None:
+        raise ValueError(f"window must be a PromQL duration such as 30s or 1m, got {window!r}")
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match[2]]
+    return int(match[1]) * scale
+
+
+def _per_request(
+    token_rate: float | None, request_rate: float | None, window_seconds: float
+) -> float | None:
     if token_rate is None or not request_rate:
+        return None
+    if request_rate * window_seconds < MIN_MIX_REQUESTS:
         return None
     return token_rate / request_rate
 
 
 def _read(
-    client: PrometheusClient, queries: ModelQueries, now: float, wake_query: str | None
+    client: PrometheusClient,
+    queries: ModelQueries,
+    now: float,
+    wake_query: str | None,
+    window_seconds: float,
 ) -> ModelMetrics:
     reader = _Reader(client)
     got = {signal: reader.value(signal, query) for signal, query in queries.items()}
@@ -156,8 +182,8 @@ def _read(
         queue_growth=got["queue_growth"],
         ttft_ms=None if ttft is None else ttft * 1000.0,
         tpot_ms=None if tpot is None else tpot * 1000.0,
-        mean_input_tokens=_per_request(got["input_token_rate"], rate),
-        mean_output_tokens=_per_request(got["output_token_rate"], rate),
+        mean_input_tokens=_per_request(got["input_token_rate"], rate, window_seconds),
+        mean_output_tokens=_per_request(got["output_token_rate"], rate, window_seconds),
         kv_cache_usage=got["kv_cache_usage"],
         replicas=None if replicas is None else round(replicas),
         wake_demand=wake,
@@ -182,7 +208,7 @@ def read_model_metrics(
         window=window,
         overrides=model.spec.metrics,
     )
-    return _read(client, queries, now, model.spec.scale_to_zero.wake_query)
+    return _read(client, queries, now, model.spec.scale_to_zero.wake_query, _window_seconds(window))
 
 
 def read_model_observation(
@@ -218,7 +244,7 @@ def read_variant_observations(
             model.spec.slo.percentile,
             window=window,
         )
-        metrics = _read(client, queries, now, None)
+        metrics = _read(client, queries, now, None, _window_seconds(window))
         capacity = capacity_per_replica.get(variant)
         utilization = None
         if metrics.request_rate is not None and metrics.replicas and capacity:
