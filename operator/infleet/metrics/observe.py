@@ -131,10 +131,10 @@ class _Reader:
 
 MIN_MIX_REQUESTS = 20.0
 """Finished requests the metrics window must hold before its token mix counts. With a handful
-(the first seconds of traffic), the two windowed rates divided here are extrapolated from
-series that started at different moments and their ratio can be several times off; the
-planner then recomputed capacity from a wild mix (an e2e run planned 8 replicas where 2 were
-right). Below it, the model's prior mix stands."""
+(the first seconds of traffic) the ratio rests on whichever requests happened to finish, and
+with token counters that include running requests (the fallback for engines without the
+per-request histograms) it is several times too high: an e2e run against such an engine
+planned 8 replicas where 2 were right. Below it, the model's prior mix stands."""
 
 
 def _window_seconds(window: str) -> float:
