@@ -69,9 +69,10 @@ from infleet.sandbox.kube import client_for
 from infleet.sandbox.load_settings import SteadyLoad, TraceReplay, settings_path, update_settings
 
 REPO = Path(__file__).resolve().parents[1]
-TRACE = REPO.parent / "shared" / "traces" / "azure-llm-2023-conv.csv"
-if not TRACE.exists():
-    TRACE = Path("/work/shared/traces/azure-llm-2023-conv.csv")
+TRACE = Path(
+    os.environ.get("INFLEET_TRACE") or REPO.parent / "shared" / "traces" / "azure-llm-2023-conv.csv"
+)
+"""The shared Azure trace beside the repository; INFLEET_TRACE points elsewhere."""
 GROUP, VERSION = "infleet.io", "v1alpha1"
 CONTROLLERS = ("infleet", "hpa", "keda")
 PRICE = 4.92
