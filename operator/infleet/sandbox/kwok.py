@@ -141,16 +141,7 @@ spec:
             finishedAt: {{ $now | Quote }}
       {{ end }}
       {{ end }}
-      {{ with NodeIPWith .spec.nodeName }}
-      hostIP: {{ . | Quote }}
-      hostIPs:
-      - ip: {{ . | Quote }}
-      {{ end }}
-      {{ with PodIPWith .spec.nodeName POD_IP_ARGS }}
-      podIP: {{ . | Quote }}
-      podIPs:
-      - ip: {{ . | Quote }}
-      {{ end }}
+      POD_ADDRESSES
 """
 
 POD_START = """\
@@ -200,16 +191,7 @@ spec:
           running:
             startedAt: {{ $now | Quote }}
       {{ end }}
-      {{ with NodeIPWith .spec.nodeName }}
-      hostIP: {{ . | Quote }}
-      hostIPs:
-      - ip: {{ . | Quote }}
-      {{ end }}
-      {{ with PodIPWith .spec.nodeName POD_IP_ARGS }}
-      podIP: {{ . | Quote }}
-      podIPs:
-      - ip: {{ . | Quote }}
-      {{ end }}
+      POD_ADDRESSES
 """
 
 POD_STARTED = """\
@@ -266,12 +248,31 @@ _POD_IP_ARGS = (
     '( or .spec.hostNetwork false ) ( or .metadata.uid "" ) '
     '( or .metadata.name "" ) ( or .metadata.namespace "" )'
 )
-POD_READY = POD_READY.replace("POD_IP_ARGS", _POD_IP_ARGS).replace(
-    "STARTUP_ANNOTATION", STARTUP_ANNOTATION
-)
-POD_START = POD_START.replace("POD_IP_ARGS", _POD_IP_ARGS).replace(
-    "STARTUP_ANNOTATION", STARTUP_ANNOTATION
-)
+_POD_ADDRESSES = (
+    """\
+      {{ with NodeIPWith .spec.nodeName }}
+      hostIP: {{ . | Quote }}
+      hostIPs:
+      - ip: {{ . | Quote }}
+      {{ end }}
+      {{ with PodIPWith .spec.nodeName POD_IP_ARGS }}
+      podIP: {{ . | Quote }}
+      podIPs:
+      - ip: {{ . | Quote }}
+      {{ end }}
+"""
+).replace("POD_IP_ARGS", _POD_IP_ARGS)
+"""Host and pod IPs, the same for a pod that starts and one that is Ready at once."""
+
+
+def _fill(template: str) -> str:
+    return template.replace("      POD_ADDRESSES\n", _POD_ADDRESSES).replace(
+        "STARTUP_ANNOTATION", STARTUP_ANNOTATION
+    )
+
+
+POD_READY = _fill(POD_READY)
+POD_START = _fill(POD_START)
 
 
 def delay_expression(startup_scale: float) -> str:
