@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client, config
+from operator_process import apply_e2e_pools
 
 T = TypeVar("T")
 
@@ -57,6 +58,18 @@ def kube(cluster: Any) -> Kube:
     configuration = client.Configuration()
     config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=configuration)
     return Kube(client.ApiClient(configuration))
+
+
+@pytest.fixture(scope="module")
+def pools(cluster: Any) -> None:
+    """The e2e pools as AcceleratorPool objects (the sandbox made only their nodes)."""
+    apply_e2e_pools(cluster)
+
+
+@pytest.fixture
+def custom(kube: Kube) -> client.CustomObjectsApi:
+    """The custom-objects API of the session's cluster (ModelDeployments, pools)."""
+    return client.CustomObjectsApi(kube.api)
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
-from operator_process import Operator, apply_e2e_pools
+from operator_process import Operator
 
 from doc_snippets import Snippet, manifests, yaml_snippets
 from infleet.api import SLO, Variant
@@ -125,16 +124,6 @@ def model(
             },
         },
     }
-
-
-@pytest.fixture(scope="module")
-def pools(cluster: Any) -> None:
-    apply_e2e_pools(cluster)
-
-
-@pytest.fixture
-def custom(kube: Any) -> Any:
-    return client.CustomObjectsApi(kube.api)
 
 
 def create(custom: Any, namespace: str, body: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_process import Operator, apply_e2e_pools
+from operator_process import Operator
 
 pytestmark = pytest.mark.e2e
 
@@ -58,11 +58,6 @@ def model(
     }
 
 
-@pytest.fixture(scope="module")
-def pools(cluster: Any) -> None:
-    apply_e2e_pools(cluster)
-
-
 @pytest.fixture
 def operator(cluster: Any, pools: None, namespace: str, tmp_path: Path) -> Iterator[Operator]:
     op = Operator(cluster.kubeconfig, namespace, tmp_path / "operator.log")
@@ -70,13 +65,6 @@ def operator(cluster: Any, pools: None, namespace: str, tmp_path: Path) -> Itera
     yield op
     op.stop()
     print(op.log.read_text()[-4000:])
-
-
-@pytest.fixture
-def custom(kube: Any) -> Any:
-    from kubernetes import client
-
-    return client.CustomObjectsApi(kube.api)
 
 
 def apply(custom: Any, namespace: str, body: dict[str, Any]) -> None:
