@@ -93,6 +93,37 @@ def _master(problem: PlanProblem) -> tuple[Decomposition, MasterLP] | None:
     return (dec, lp) if isinstance(lp, MasterLP) else None
 
 
+@pytest.mark.parametrize(
+    ("accelerators", "cheap_size", "cheap_in_items", "bound"),
+    [
+        # 5 replicas of 4 accelerators; the cheap pool cannot hold one, so the LP may not put
+        # 3/4 of a replica there (it would bound 3 * 2 + 17 * 4 = 74): 20 * 4 = 80.
+        (4, 3, False, 80.0),
+        # It holds exactly one: 4 * 2 + 16 * 4 = 72, which is also the optimum.
+        (4, 4, True, 72.0),
+        # It holds one 2-accelerator replica and half of another: the LP still splits that one
+        # (3 * 2 + 7 * 4 = 34 while the optimum is 2 * 2 + 8 * 4 = 36); only pools that cannot
+        # hold a single replica are left out.
+        (2, 3, True, 34.0),
+    ],
+)
+def test_pools_too_small_for_one_replica_are_left_out_of_the_items(
+    accelerators: int, cheap_size: int, cheap_in_items: bool, bound: float
+) -> None:
+    index = build_index(_fleet(accelerators, cheap_size))
+    dec = Decomposition(index, EXACT_COLUMN_LIMIT)
+    cheap = int(np.flatnonzero(index.t_pool == 1)[0])
+    model = dec.models[0]
+    assert model is not None
+    assert (cheap in np.concatenate(model.items).tolist()) == cheap_in_items
+    lp = solve_master_lp(dec, 5.0)
+    assert isinstance(lp, MasterLP)
+    tie_break = 5 * accelerators * 1e-6
+    assert lp.bound == pytest.approx(bound + tie_break, abs=1e-6)
+    plan = solve_reference_milp(_fleet(accelerators, cheap_size), mip_rel_gap=1e-9)
+    assert lp.bound <= plan.cost_per_hour + tie_break + 1e-6
+
+
 @pytest.mark.parametrize("chunk", range(4))
 def test_master_bound_rounding_and_closing_against_brute_force(chunk: int) -> None:
     checked = 0

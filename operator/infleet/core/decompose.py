@@ -279,9 +279,18 @@ def model_columns(index: FleetIndex, m: int, limit: int = COLUMN_LIMIT) -> Model
     spots = index.t_spot[first:last].tolist()
     prices = index.t_price[first:last].tolist()
     fraction = float(index.spot_fraction[m])
-    split = fraction < 1 and any(spots)
+    sizes = index.t_accelerators[first:last].tolist()
+    room = index.pool_accelerators[index.t_pool[first:last]].tolist()
+    # A triple whose pool cannot hold even one replica never carries any: leaving it out of
+    # the items keeps the master LP from splitting replicas onto it (a tighter bound).
+    usable = [j for j in range(last - first) if sizes[j] <= room[j]]
+    if not usable or (fraction < 1 and all(spots[j] for j in usable)):
+        # Nothing fits anywhere (or only spot pools, which a spot share below 1 cannot use
+        # alone): keep every triple, as before; the plan reports the shortage.
+        usable = list(range(last - first))
+    split = fraction < 1 and any(spots[j] for j in usable)
     groups: dict[tuple[int, bool], list[int]] = {}
-    for j in range(last - first):
+    for j in usable:
         key = (variants[j], spots[j] if split else False)
         groups.setdefault(key, []).append(j)
     keys = sorted(groups)
