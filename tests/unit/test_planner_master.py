@@ -245,3 +245,41 @@ def test_close_gap_guesses_below_and_above_the_optimum() -> None:
             assert value == pytest.approx(optimum, abs=1e-6)
             assert value - 1e-6 <= closed.bound <= value + 1e-9
     assert both >= 2, "too few fleets where both guesses are tried to mean anything"
+
+
+@pytest.mark.parametrize(("column_limit", "direct_columns"), [(EXACT_COLUMN_LIMIT, 0), (3, 256)])
+def test_close_gap_over_triples_matches_highs(column_limit: int, direct_columns: int) -> None:
+    # The closing program with models written over their triples instead of their columns:
+    # every model (direct_columns=0), or those whose columns were truncated by a tiny column
+    # limit (their share of the bound relaxed, their triples fixed on price differences only).
+    # Either way the plan must be HiGHS's optimum on the full program and the bound valid.
+    info = SolverInfo("test", 0.0, 0.0)
+    closed_some = truncated = 0
+    for seed in range(220):
+        problem = mid_fleet(seed, models=8, pools=3)
+        index = build_index(problem)
+        dec = Decomposition(index, column_limit)
+        if not dec.active:
+            continue
+        lp = solve_master_lp(dec, 5.0)
+        if not isinstance(lp, MasterLP):
+            continue
+        upper = round_master(dec, lp, time.perf_counter() + 5.0)
+        if upper is None or not _serves_everyone(index, upper):
+            continue
+        value = objective(index, upper)
+        if value - lp.bound <= 1e-9 * (1 + abs(value)):
+            continue
+        closed = close_gap(dec, lp, upper, 5.0, direct_columns=direct_columns)
+        assert closed is not None
+        assert _serves_everyone(index, closed.replicas)
+        reference = solve_reference_milp(problem, mip_rel_gap=1e-9)
+        plan = build_plan(index, closed.replicas, info)
+        assert plan.cost_per_hour == pytest.approx(reference.cost_per_hour, abs=1e-4)
+        found = objective(index, closed.replicas)
+        assert found - 1e-6 <= closed.bound <= found + 1e-9
+        closed_some += 1
+        truncated += bool(dec.inexact)
+    assert closed_some >= 10, "too few fleets needed closing to mean anything"
+    if column_limit < EXACT_COLUMN_LIMIT:
+        assert truncated >= 5, "too few fleets had truncated columns to mean anything"

@@ -243,7 +243,10 @@ def _plan_from_master(
     if gap <= wanted:
         return _finish(index, upper, "decomposition", start, gap)
     left = deadline - time.perf_counter()
-    exact_master = index.problem.churn_cost_per_replica == 0 and not dec.inexact
+    # Models with truncated columns are written over their triples in the closing program, so
+    # it is exact on small fleets too (on large ones it would not finish in time).
+    small = index.n_triples <= EXACT_TRIPLES
+    exact_master = index.problem.churn_cost_per_replica == 0 and (small or not dec.inexact)
     if exact_master and left > 0:
         closed = close_gap(dec, lp, upper, left)
         if closed is not None and _serves_everyone(index, closed.replicas):
@@ -252,7 +255,6 @@ def _plan_from_master(
                 index, closed.replicas, "decomposition+highs", start, _gap(value, closed.bound)
             )
     left = deadline - time.perf_counter()
-    small = index.n_triples <= EXACT_TRIPLES
     if (small and left > 0) or left >= max(
         _MIN_HIGHS_SHARE * time_limit_seconds, _MIN_HIGHS_SECONDS
     ):
