@@ -202,8 +202,11 @@ def round_master(dec: Decomposition, lp: MasterLP, deadline: float) -> IntArray 
         )
     )
     touched = set(redo)
+    whole_again = set(redo)
     for pos, i, missing in pending:
-        if pos in touched:
+        if pos in whole_again:
+            # Re-placed whole below. (Skipping every touched model here dropped a second
+            # split item of one model: its replicas were never placed.)
             continue
         mc = dec.models[dec.active[pos]]
         assert mc is not None
@@ -218,6 +221,7 @@ def round_master(dec: Decomposition, lp: MasterLP, deadline: float) -> IntArray 
         touched.add(pos)
         if missing:
             redo.append(pos)
+            whole_again.add(pos)
     placements: list[dict[int, int]] = []
     for m in dec.active:
         trip = index.triples_of(m)

@@ -48,7 +48,10 @@ Algorithm (``plan_fleet``):
    every item (the Dantzig-Wolfe master), without HiGHS's presolve (it costs more than it
    saves: ~30% at 100 models, 0-25% at 1,000 through the direct binding of
    `infleet.core.planner_highs`). Its pool duals are the optimal pool prices;
-   the Lagrangian value recomputed exactly at those prices is the proven lower bound.
+   the Lagrangian value recomputed exactly at those prices is the proven lower bound. On
+   large fleets the same LP is first solved by column generation over whole-model plans
+   (`infleet.core.master_dw`: 1.5-3x faster at 1,000 models, and usable if stopped early);
+   the full LP runs only if that fails (the fleet may not fit).
 3. Rounding: models the LP placed integrally keep their placement; split ones keep their whole
    replicas and place the rest cheapest-first; fractional ones are re-placed against what is
    left; then replicas move to cheaper pools with room (`infleet.core.repair`) and touched
@@ -97,6 +100,7 @@ from infleet.core.fallback import fallback_replicas, shortfall_key
 from infleet.core.greedy import greedy
 from infleet.core.lagrange import greedy_order, solve_decomposition
 from infleet.core.master import MasterLP, close_gap, round_master, solve_master_lp
+from infleet.core.master_dw import solve_master_dw
 from infleet.core.milp import solve_milp
 from infleet.core.plan_index import RPS_TOLERANCE, FleetIndex, IntArray, build_index, covers
 from infleet.core.plan_report import build_plan
@@ -174,8 +178,14 @@ def plan_fleet(
             # Keep back time for what follows the LP (rounding, report; or the quick plan if
             # the LP runs out of time): about half of what the index and columns took, which
             # measures how fast this machine is right now.
-            left -= _RESERVE_SHARE * (time.perf_counter() - start)
-        if left > 0:
+            reserve = _RESERVE_SHARE * (time.perf_counter() - start)
+            left -= reserve
+            if left > 0:
+                # Column generation: 1.5-3x faster here, and a feasible LP solution and a
+                # valid bound if stopped early; "failed" if it may not fit (or no time).
+                lp = solve_master_dw(dec, deadline - reserve)
+                left = deadline - reserve - time.perf_counter()
+        if left > 0 and not isinstance(lp, MasterLP):
             lp = solve_master_lp(dec, left, presolve=False)
     if isinstance(lp, MasterLP):
         planned = _plan_from_master(index, dec, lp, wanted, start, time_limit_seconds)

@@ -175,3 +175,74 @@ def solve_mip(
         "optimal" if status == core.HighsModelStatus.kOptimal else "other"
     )
     return MipAnswer(verdict, x, float(info.mip_dual_bound))
+
+
+class ColumnLp:
+    """An LP kept open in HiGHS so columns can be added and it re-solved from its last basis.
+
+    Minimise ``cost @ x`` over ``x >= 0`` within fixed row bounds; columns only ever grow.
+    """
+
+    def __init__(self, core: Any, highs: Any, n_rows: int) -> None:
+        self._core = core
+        self._highs = highs
+        self.n_rows = n_rows
+        self.n_columns = 0
+
+    def add_columns(self, cost: FloatArray, matrix: csc_matrix) -> None:
+        """Append ``matrix.shape[1]`` columns (``matrix`` has one row per LP row)."""
+        n = matrix.shape[1]
+        self._highs.addCols(
+            n,
+            np.asarray(cost, dtype=np.float64),
+            np.zeros(n),
+            np.full(n, np.inf),
+            int(matrix.nnz),
+            matrix.indptr[:-1].astype(np.int32),
+            matrix.indices.astype(np.int32),
+            matrix.data.astype(np.float64),
+        )
+        self.n_columns += n
+
+    def solve(self, time_limit_seconds: float) -> tuple[FloatArray, FloatArray] | None:
+        """Column values and row duals if HiGHS finds the optimum in time, else None."""
+        core = self._core
+        try:
+            self._highs.setOptionValue("time_limit", max(float(time_limit_seconds), 0.001))
+            self._highs.run()
+            if self._highs.getModelStatus() != core.HighsModelStatus.kOptimal:
+                return None
+            solution = self._highs.getSolution()
+        except (AttributeError, TypeError):
+            return None
+        return (
+            np.asarray(solution.col_value, dtype=np.float64),
+            np.asarray(solution.row_dual, dtype=np.float64),
+        )
+
+
+def open_lp(row_lower: FloatArray, row_upper: FloatArray) -> ColumnLp | None:
+    """An empty `ColumnLp` over rows with these bounds (None: the binding is unavailable)."""
+    if _CORE is None:
+        return None
+    core = _CORE
+    try:
+        n_rows = len(row_lower)
+        lp = core.HighsLp()
+        lp.num_col_ = 0
+        lp.num_row_ = n_rows
+        lp.row_lower_ = np.asarray(row_lower, dtype=np.float64)
+        lp.row_upper_ = np.asarray(row_upper, dtype=np.float64)
+        lp.a_matrix_.format_ = core.MatrixFormat.kColwise
+        lp.a_matrix_.num_row_ = n_rows
+        lp.a_matrix_.start_ = np.zeros(1, dtype=np.int32)
+        options = core.HighsOptions()
+        options.presolve = "off"
+        options.output_flag = False
+        options.log_to_console = False
+        highs = core._Highs()
+        highs.passOptions(options)
+        highs.passModel(lp)
+    except (AttributeError, TypeError):
+        return None
+    return ColumnLp(core, highs, n_rows)
