@@ -1,0 +1,452 @@
+"""Offline closed loop: the trace phase of ``bench/autoscale.py`` in simulated time.
+
+Why: a sandbox run of the trace phase takes ~10 minutes of wall time and one sample of a noisy
+process; tuning the autoscaling policy needs many. This replays the same trace through the
+same simulated engines (:mod:`infleet.sandbox.engine_sim`), the same infleet decision code
+(:func:`infleet.core.autoscale.decide_demand`, :func:`~infleet.core.fleet.variant_capacity`,
+:func:`~infleet.core.autoscale_status.replica_bounds`) and the same HPA-style baseline
+(:mod:`baselines`), on a virtual clock, in about a minute per controller and seed.
+
+What stands in for the real parts, and how faithfully:
+
+* **Prometheus**: every 2 s each replica's counters, queue, running count and TTFT buckets
+  are recorded as series (one per replica); ``rate`` over the metrics window is computed per
+  series with Prometheus' extrapolation rule and summed, ``deriv`` is a least-squares slope
+  of the summed queue, quantiles go through ``histogram_quantile``'s interpolation. Series of
+  removed replicas stop (staleness), as in Prometheus.
+* **Kubernetes**: a replica asked for at ``t`` runs at ``t + 1 s`` (apply, ReplicaSet,
+  scheduler, kwok) and takes traffic ``startupSeconds`` later; a removed replica goes at once,
+  not-ready ones first, then the newest (the ReplicaSet controller's order).
+* **infleet**: one model, one pool, so the planner's answer is the fewest replicas whose
+  capacity covers ``demand / targetUtilization`` within the cycle's bounds (what
+  ``plan_fleet`` returns for one model on one pool). Calibration is not simulated (factor 1;
+  the sandbox runs logged no calibration change on this trace).
+
+It is a development tool: the figures quoted as results come from ``bench/autoscale.py`` on the
+sandbox. ``--seeds`` varies the thinning of the trace (which rows are replayed) and the
+warm-up arrivals, so policies are compared over several replays instead of one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from autoscale import (
+    HPA_TARGET,
+    PRICE,
+    REAL_STARTUP_SECONDS,
+    TRACE,
+    ModelShape,
+    cut_trace,
+    model_manifest,
+    replicas_for,
+)
+from autoscale_math import bucket_quantile, replica_seconds
+from baselines import Hpa, HpaBehavior, PodMetric, pods_metric_replicas
+from infleet.api import ModelDeployment
+from infleet.core.autoscale import (
+    ModelScalingState,
+    Observation,
+    ScalingPolicy,
+    decide_demand,
+    limit_replica_change,
+    model_context,
+    policy_for_model,
+)
+from infleet.core.autoscale_status import replica_bounds
+from infleet.core.fleet import variant_capacity
+from infleet.sandbox.engine_replicas import replica_spec
+from infleet.sandbox.engine_sim import ModelLoad, ModelSim, ReplicaSim
+from infleet.sandbox.load_trace import read_trace
+
+TICK = 0.1
+SCRAPE = 2.0
+LAUNCH_DELAY = 1.0
+"""Seconds from a replica count written to a pod running (apply, ReplicaSet, kwok)."""
+
+
+# ---------------------------------------------------------------------------- Prometheus
+
+
+@dataclass
+class Series:
+    """One replica's scraped samples: ``(time, value)`` per metric name."""
+
+    samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+    def add(self, name: str, t: float, value: float) -> None:
+        self.samples.setdefault(name, []).append((t, value))
+
+    def window(self, name: str, now: float, seconds: float) -> list[tuple[float, float]]:
+        points = self.samples.get(name, [])
+        # Samples are appended in time order: walk back from the end.
+        out = []
+        for t, v in reversed(points):
+            if t <= now - seconds:
+                break
+            if t <= now:
+                out.append((t, v))
+        out.reverse()
+        return out
+
+    def last(self, name: str, now: float, lookback: float = 5 * 60) -> float | None:
+        for t, v in reversed(self.samples.get(name, [])):
+            if t <= now:
+                return v if t > now - lookback else None
+        return None
+
+
+def prom_rate(points: Sequence[tuple[float, float]], now: float, seconds: float) -> float | None:
+    """Prometheus' ``rate`` of one counter series over ``(now - seconds, now]``."""
+    if len(points) < 2:
+        return None
+    (t0, v0), (t1, v1) = points[0], points[-1]
+    delta = v1 - v0
+    sampled = t1 - t0
+    if sampled <= 0:
+        return None
+    average = sampled / (len(points) - 1)
+    to_start = t0 - (now - seconds)
+    to_end = now - t1
+    if v0 >= 0 and delta > 0:
+        to_zero = sampled * (v0 / delta)
+        to_start = min(to_start, to_zero)
+    threshold = average * 1.1
+    extended = sampled
+    extended += to_start if to_start < threshold else average / 2
+    extended += to_end if to_end < threshold else average / 2
+    return delta * (extended / sampled) / seconds
+
+
+def slope(points: Sequence[tuple[float, float]]) -> float | None:
+    if len(points) < 2:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    spread = sum((t - mt) ** 2 for t, _ in points)
+    if spread <= 0:
+        return None
+    return sum((t - mt) * (v - mv) for t, v in points) / spread
+
+
+# ---------------------------------------------------------------------------- the world
+
+
+@dataclass
+class Pod:
+    name: str
+    created: float
+    order: int
+    """Creation order (pods made in one scale-up share ``created``)."""
+    sim: ReplicaSim
+    series: Series = field(default_factory=Series)
+
+
+@dataclass
+class World:
+    """One controller's model: engine simulation, pods, scraped series."""
+
+    model: ModelDeployment
+    sim: ModelSim
+    pods: dict[str, Pod] = field(default_factory=dict)
+    gone: list[Pod] = field(default_factory=list)
+    desired: int = 0
+    replica_log: list[tuple[float, int]] = field(default_factory=list)
+    queue_points: list[tuple[float, float]] = field(default_factory=list)
+    serial: int = 0
+
+    def scale(self, now: float, replicas: int) -> None:
+        self.replica_log.append((now, replicas))
+        self.desired = replicas
+        spec = replica_spec(self.model, self.model.spec.variants[0])
+        startup = float(self.model.spec.variants[0].startup_seconds)
+        while len(self.pods) < replicas:
+            self.serial += 1
+            name = f"pod-{self.serial}"
+            ready_at = now + LAUNCH_DELAY + startup
+            self.pods[name] = Pod(name, now, self.serial, ReplicaSim(spec, 1.0, ready_at))
+        while len(self.pods) > replicas:
+            # Not-ready pods first, then the newest (the ReplicaSet controller's order).
+            victim = max(self.pods.values(), key=lambda p: (not p.sim.ready(now), p.order))
+            del self.pods[victim.name]
+            self.gone.append(victim)
+        self.sim.set_replicas({n: (p.sim.spec, 1.0, p.sim.ready_at) for n, p in self.pods.items()})
+        # set_replicas keeps existing ReplicaSim objects and makes new ones for new names.
+        for name, pod in self.pods.items():
+            pod.sim = self.sim.replicas[name]
+
+    def running(self, now: float) -> list[Pod]:
+        return [p for p in self.pods.values() if now >= p.created + LAUNCH_DELAY]
+
+    def scrape(self, now: float) -> None:
+        waiting = 0.0
+        for pod in self.running(now):
+            r, s = pod.sim, pod.series
+            s.add("success", now, r.counters.success)
+            s.add("prompt", now, r.counters.finished_prompt_tokens)
+            s.add("generation", now, r.counters.finished_generation_tokens)
+            s.add("waiting", now, float(r.waiting))
+            s.add("running", now, float(r.running))
+            s.add("ready", now, 1.0 if r.ready(now) else 0.0)
+            waiting += r.waiting
+        self.queue_points.append((now, waiting))
+
+    def all_series(self) -> list[Series]:
+        return [p.series for p in [*self.pods.values(), *self.gone]]
+
+    def sum_rate(self, name: str, now: float, seconds: float) -> float | None:
+        rates = [prom_rate(s.window(name, now, seconds), now, seconds) for s in self.all_series()]
+        got = [r for r in rates if r is not None]
+        return sum(got) if got else None
+
+    def ttft_buckets_total(self) -> dict[float, float]:
+        """Cumulative TTFT buckets over every replica that ever ran (for scoring)."""
+        out: dict[float, float] = {}
+        for pod in [*self.pods.values(), *self.gone]:
+            for bound, count in pod.sim.ttft.cumulative():
+                out[bound] = out.get(bound, 0.0) + count
+        return out
+
+
+# ---------------------------------------------------------------------------- controllers
+
+Controller = Callable[[World, float], int]
+
+
+def infleet_controller(window: float, policy: ScalingPolicy | None = None) -> Controller:
+    """infleet's decision for the one model: metrics -> demand -> fewest replicas."""
+    state: dict[str, ModelScalingState | None] = {"s": None}
+
+    def decide(world: World, now: float) -> int:
+        model = world.model
+        spec = model.spec
+        pol = policy_for_model(spec, policy)
+        rate = world.sum_rate("success", now, window)
+        prompt = world.sum_rate("prompt", now, window)
+        gen = world.sum_rate("generation", now, window)
+        queue_now = [p for p in world.queue_points if p[0] <= now]
+        queue = queue_now[-1][1] if queue_now else None
+        growth = slope([p for p in queue_now if p[0] > now - window])
+        last_scrape = queue_now[-1][0] if queue_now else -math.inf
+        obs = Observation(
+            request_rate=rate,
+            queue_length=queue,
+            mean_input_tokens=prompt / rate if rate and prompt is not None else None,
+            mean_output_tokens=gen / rate if rate and gen is not None else None,
+            data_age_seconds=now - last_scrape,
+            queue_growth=growth,
+        )
+        total = world.desired
+        decision = decide_demand(
+            state["s"], obs, model_context(spec, total, frozenset({"h100"})), pol, now
+        )
+        state["s"] = decision.state
+        low, high = replica_bounds(decision, spec_max=spec.replicas.max, current=total, policy=pol)
+        cap = variant_capacity(model, 0, mix=decision.demand.mix).requests_per_second
+        want = math.ceil(decision.demand.requests_per_second / spec.target_utilization / cap - 1e-9)
+        return limit_replica_change(total, min(max(want, low), high), pol)
+
+    return decide
+
+
+def hpa_controller(behavior: HpaBehavior, slots: int, target: float = HPA_TARGET) -> Controller:
+    hpa = Hpa(behavior)
+
+    def decide(world: World, now: float) -> int:
+        pods = []
+        for pod in world.pods.values():
+            running = pod.series.last("running", now)
+            ready = pod.series.last("ready", now)
+            value = None if running is None else running / slots
+            pods.append(PodMetric(value, bool(ready)))
+        current = world.desired
+        proposed = pods_metric_replicas(current, pods, target, behavior.tolerance)
+        new = hpa.decide(now, current, proposed)
+        hpa.record(now, current, new)
+        return new
+
+    return decide
+
+
+# ---------------------------------------------------------------------------- one run
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    seed: int
+    minutes: int
+    met: int
+    cost: float
+    mean_replicas: float
+    p95: list[float]
+
+
+def run(
+    name: str,
+    make: Callable[[ModelDeployment], tuple[Controller, float]],
+    *,
+    seed: int,
+    speedup: float = 8.0,
+    scale: float = 0.5,
+    ttft_ms: float = 1000.0,
+    minutes: int | None = None,
+    target_utilization: float = 0.8,
+) -> Result:
+    with tempfile.TemporaryDirectory() as work:
+        cut = cut_trace(TRACE, minutes, Path(work))
+        rows = read_trace(cut.path, speedup=speedup, scale=scale, seed=seed)
+    first_rps = cut.per_minute[0] / 60.0 * speedup * scale
+    shape = ModelShape(
+        ttft_ms=ttft_ms,
+        prior_rps=round(first_rps, 2),
+        input_tokens=cut.mean_input_tokens,
+        output_tokens=cut.mean_output_tokens,
+        startup_seconds=max(1, round(REAL_STARTUP_SECONDS / speedup)),
+        scale_down_window=math.ceil(300 / speedup),
+        max_replicas=40,
+        target_utilization=target_utilization,
+    )
+    model = ModelDeployment.model_validate(model_manifest("bench", "infleet", shape))
+    rng = np.random.default_rng(seed)
+    world = World(model, ModelSim())
+    controller, interval = make(model)
+    # Start settled: the replicas the prior needs, ready, then 45 s of steady load.
+    world.scale(-1000.0, replicas_for(shape.prior_rps))
+    world.sim.load = ModelLoad(first_rps, shape.input_tokens, shape.output_tokens)
+    warm = max(45.0, 3 * shape.startup_seconds)
+    span = len(cut.per_minute) * 60.0 / speedup
+    t, next_scrape, next_cycle = -warm, -warm, -warm + 0.5
+    edges = [60.0 * k / speedup for k in range(len(cut.per_minute) + 1)]
+    readings: list[dict[float, float]] = []
+    replayed = False
+    while t < span + 1e-9:
+        if not replayed and t >= 0:
+            world.sim.load = ModelLoad()
+            world.sim.replay(rows, 0.0, t)
+            replayed = True
+        if readings.__len__() < len(edges) and t >= edges[len(readings)] - 1e-9:
+            readings.append(world.ttft_buckets_total())
+        if t >= next_scrape - 1e-9:
+            world.scrape(t)
+            next_scrape += SCRAPE
+        if t >= next_cycle - 1e-9:
+            new = controller(world, t)
+            if new != world.desired:
+                world.scale(t, new)
+            next_cycle += interval
+        world.sim.tick(t, TICK, rng)
+        t += TICK
+    while len(readings) < len(edges):
+        readings.append(world.ttft_buckets_total())
+    p95 = []
+    for before, after in itertools.pairwise(readings):
+        delta = {b: after.get(b, 0.0) - before.get(b, 0.0) for b in after}
+        p95.append(bucket_quantile(0.95, delta) if delta.get(math.inf, 0.0) > 0 else math.nan)
+    met = sum(1 for p in p95 if math.isnan(p) or p * 1000 <= ttft_ms)
+    # Replica-seconds of the desired count (spec.replicas) over the replay.
+    area = replica_seconds(world.replica_log, 0.0, span)
+    cost = area * speedup / 3600.0 * PRICE
+    return Result(name, seed, len(p95), met, cost, area / span, p95)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One controller at one setting of its knob."""
+
+    kind: str
+    """``infleet`` (knob: ``spec.targetUtilization``) or ``hpa`` (knob: batch-slot target)."""
+    knob: float
+
+    @property
+    def label(self) -> str:
+        name = "targetUtilization" if self.kind == "infleet" else "slot target"
+        return f"{self.kind} {name} {self.knob:g}"
+
+
+def simulate(config: Config, seed: int, minutes: int | None, window: float) -> Result:
+    """One replay of the trace under ``config`` (8x time compression, half the rate)."""
+    speedup = 8.0
+    interval = 15.0 / speedup
+
+    def make(model: ModelDeployment) -> tuple[Controller, float]:
+        if config.kind == "infleet":
+            return infleet_controller(window), interval
+        slots = replica_spec(model, model.spec.variants[0]).slots
+        behavior = HpaBehavior(max_replicas=40).scaled(speedup)
+        return hpa_controller(behavior, slots, config.knob), interval
+
+    utilization = config.knob if config.kind == "infleet" else 0.8
+    return run(
+        config.label, make, seed=seed, speedup=speedup, minutes=minutes,
+        target_utilization=utilization,
+    )  # fmt: skip
+
+
+def _seeds(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        out.extend(range(int(low), int(high or low) + 1))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seeds", default="0-7", help="trace thinning seeds, e.g. 0-7 or 1,3")
+    parser.add_argument("--minutes", type=int, default=None, help="replay the first N minutes")
+    parser.add_argument("--window", type=float, default=8.0, help="infleet's metrics window, s")
+    parser.add_argument(
+        "--infleet", default="0.8", help="infleet targetUtilization values, comma-separated"
+    )
+    parser.add_argument("--hpa", default="0.8", help="HPA-style slot targets, comma-separated")
+    parser.add_argument("--sweep", action="store_true", help="--infleet 0.7-1.0, --hpa 0.6-0.9")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes")
+    args = parser.parse_args(argv)
+    if not TRACE.is_file():
+        print(f"trace not found: {TRACE} (set INFLEET_TRACE)", file=sys.stderr)
+        return 2
+    if args.sweep:
+        args.infleet, args.hpa = "0.7,0.8,0.9,1.0", "0.6,0.7,0.8,0.9"
+    configs = [Config("infleet", float(k)) for k in args.infleet.split(",") if k] + [
+        Config("hpa", float(k)) for k in args.hpa.split(",") if k
+    ]
+    seeds = _seeds(args.seeds)
+    jobs = [(c, s) for c in configs for s in seeds]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(simulate, c, s, args.minutes, args.window) for c, s in jobs]
+        results = [f.result() for f in futures]
+    by: dict[Config, list[Result]] = {}
+    for (config, _), result in zip(jobs, results, strict=True):
+        by.setdefault(config, []).append(result)
+    minutes = results[0].minutes
+    print(f"Offline replay: {TRACE.name}, speedup 8, scale 0.5, TTFT SLO 1000 ms (p95 per trace "
+          f"minute), seeds {args.seeds}; mean over seeds")  # fmt: skip
+    print(f"{'controller':<34} {'SLO minutes':>12} {'worst':>6} {'cost $':>8} {'replicas':>9}"
+          "  minutes missed (seed: minutes)")  # fmt: skip
+    for config, rs in by.items():
+        missed = "; ".join(
+            f"{r.seed}: {','.join(str(i) for i, p in enumerate(r.p95) if p > 1.0)}"
+            for r in rs
+            if any(p > 1.0 for p in r.p95)
+        )
+        print(f"{config.label:<34} {statistics.fmean(r.met for r in rs):>8.2f}/{minutes:<3} "
+              f"{min(r.met for r in rs):>6} {statistics.fmean(r.cost for r in rs):>8.2f} "
+              f"{statistics.fmean(r.mean_replicas for r in rs):>9.2f}  {missed}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

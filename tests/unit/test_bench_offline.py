@@ -1,0 +1,90 @@
+"""The offline closed loop's stand-ins for Prometheus and Kubernetes (bench/autoscale_offline.py).
+
+Expected figures are worked out by hand in the comments.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+
+from autoscale import ModelShape, model_manifest
+from autoscale_offline import World, prom_rate, slope
+from infleet.api import ModelDeployment
+from infleet.sandbox.engine_sim import ModelSim
+
+
+@pytest.mark.parametrize(
+    ("points", "now", "window", "expected"),
+    [
+        # A counter from 0: 30 over the 6 s sampled. Extrapolating to the window's start
+        # would cross zero, so it stops at the first sample: 30 * (6 / 6) / 8 = 3.75.
+        ([(0, 0), (2, 10), (4, 20), (6, 30)], 6.0, 8.0, 3.75),
+        # From 100: the start is 2 s before the first sample (< 1.1 x the 2 s spacing), so
+        # the rise is extrapolated over 8 s: 30 * (8 / 6) / 8 = 5.0.
+        ([(0, 100), (2, 110), (4, 120), (6, 130)], 6.0, 8.0, 5.0),
+        # The last sample 3 s before `now` (> 1.1 x 2 s): only half a spacing is added at
+        # the end, and 1 s at the start: 20 * ((4 + 1 + 1) / 4) / 8 = 3.75.
+        ([(1, 50), (3, 60), (5, 70)], 8.0, 8.0, 3.75),
+        # A flat counter has rate 0.
+        ([(0, 5), (2, 5), (4, 5)], 4.0, 8.0, 0.0),
+    ],
+)
+def test_prom_rate_extrapolates_as_prometheus_does(
+    points: list[tuple[float, float]], now: float, window: float, expected: float
+) -> None:
+    assert prom_rate(points, now, window) == pytest.approx(expected)
+
+
+def test_prom_rate_needs_two_samples() -> None:
+    assert prom_rate([(1.0, 3.0)], 2.0, 8.0) is None
+    assert prom_rate([], 2.0, 8.0) is None
+
+
+def test_slope_is_the_least_squares_line() -> None:
+    # 1, 3, 5 at 0, 1, 2: exactly 2 per second; noise symmetric around it keeps 2.
+    assert slope([(0, 1), (1, 3), (2, 5)]) == pytest.approx(2.0)
+    assert slope([(0, 1), (1, 4), (2, 5), (3, 6)]) == pytest.approx(1.6)
+    assert slope([(0, 1)]) is None
+    assert slope([(1, 1), (1, 2)]) is None
+
+
+def _world(startup: int = 10) -> World:
+    shape = ModelShape(
+        ttft_ms=1000, prior_rps=5, input_tokens=512, output_tokens=128,
+        startup_seconds=startup, scale_down_window=30, max_replicas=10,
+    )  # fmt: skip
+    model = ModelDeployment.model_validate(model_manifest("ns", "infleet", shape))
+    return World(model, ModelSim())
+
+
+def test_scale_down_removes_unready_pods_first_then_the_newest() -> None:
+    world = _world(startup=10)
+    world.scale(0.0, 3)  # pod-1..3, ready at 0 + 1 (launch) + 10
+    world.scale(20.0, 5)  # pod-4, pod-5, ready at 31
+    assert sorted(world.pods) == ["pod-1", "pod-2", "pod-3", "pod-4", "pod-5"]
+    world.scale(25.0, 4)  # pod-5 and pod-4 are not ready: the newest of them goes
+    assert sorted(world.pods) == ["pod-1", "pod-2", "pod-3", "pod-4"]
+    world.scale(40.0, 2)  # all ready now: the newest two go
+    assert sorted(world.pods) == ["pod-1", "pod-2"]
+    assert [p.name for p in world.gone] == ["pod-5", "pod-4", "pod-3"]
+    # The engine simulation has exactly the pods' replicas, the same objects.
+    assert set(world.sim.replicas) == {"pod-1", "pod-2"}
+    assert all(world.sim.replicas[n] is p.sim for n, p in world.pods.items())
+    assert world.replica_log == [(0.0, 3), (20.0, 5), (25.0, 4), (40.0, 2)]
+
+
+def test_scrape_sees_only_running_pods_and_sums_the_queue() -> None:
+    world = _world(startup=10)
+    world.scale(0.0, 2)
+    world.scrape(0.5)  # launched at 0, running from 1 s: nothing to scrape yet
+    assert world.queue_points == [(0.5, 0.0)]
+    assert all(not p.series.samples for p in world.pods.values())
+    world.scrape(2.0)
+    assert all(p.series.last("ready", 2.0) == 0.0 for p in world.pods.values())
+    world.scrape(12.0)
+    assert all(p.series.last("ready", 12.0) == 1.0 for p in world.pods.values())
