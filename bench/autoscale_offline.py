@@ -165,6 +165,8 @@ class World:
     desired: int = 0
     replica_log: list[tuple[float, int]] = field(default_factory=list)
     queue_points: list[tuple[float, float]] = field(default_factory=list)
+    inflight_points: list[tuple[float, float]] = field(default_factory=list)
+    """Summed ``waiting + running`` per scrape (infleet's in-flight growth query)."""
     serial: int = 0
 
     def scale(self, now: float, replicas: int) -> None:
@@ -191,7 +193,7 @@ class World:
         return [p for p in self.pods.values() if now >= p.created + LAUNCH_DELAY]
 
     def scrape(self, now: float) -> None:
-        waiting = 0.0
+        waiting, inflight = 0.0, 0.0
         for pod in self.running(now):
             r, s = pod.sim, pod.series
             s.add("success", now, r.counters.success)
@@ -201,7 +203,9 @@ class World:
             s.add("running", now, float(r.running))
             s.add("ready", now, 1.0 if r.ready(now) else 0.0)
             waiting += r.waiting
+            inflight += r.waiting + r.running
         self.queue_points.append((now, waiting))
+        self.inflight_points.append((now, inflight))
 
     def all_series(self) -> list[Series]:
         return [p.series for p in [*self.pods.values(), *self.gone]]
@@ -238,7 +242,7 @@ def infleet_controller(window: float, policy: ScalingPolicy | None = None) -> Co
         gen = world.sum_rate("generation", now, window)
         queue_now = [p for p in world.queue_points if p[0] <= now]
         queue = queue_now[-1][1] if queue_now else None
-        growth = slope([p for p in queue_now if p[0] > now - window])
+        growth = slope([p for p in world.inflight_points if now - window < p[0] <= now])
         last_scrape = queue_now[-1][0] if queue_now else -math.inf
         obs = Observation(
             request_rate=rate,
@@ -246,7 +250,7 @@ def infleet_controller(window: float, policy: ScalingPolicy | None = None) -> Co
             mean_input_tokens=prompt / rate if rate and prompt is not None else None,
             mean_output_tokens=gen / rate if rate and gen is not None else None,
             data_age_seconds=now - last_scrape,
-            queue_growth=growth,
+            inflight_growth=growth,
         )
         total = world.desired
         decision = decide_demand(

@@ -144,9 +144,9 @@ def test_signals_follow_the_load_and_survive_a_prometheus_outage(
         # Overload (saturation ~13.5 rps): the queue grows and the TTFT breaks the SLO.
         _infleet(box, "load", "set", key, "--rps", "25")
         m = _until(
-            "queue growth under overload",
+            "in-flight growth under overload",
             read,
-            lambda m: (m.queue_growth or 0) > 3 and (m.queue_length or 0) > 30,
+            lambda m: (m.inflight_growth or 0) > 3 and (m.queue_length or 0) > 30,
             40,
         )
         assert m.arrival_rate is not None

@@ -178,7 +178,7 @@ def test_model_context_horizon_is_the_slowest_planned_variant() -> None:
     assert model_context(model.spec, 4, frozenset({"fast", "slow"})).horizon_seconds == 600.0
 
 
-# --- queue growth and drain add demand ---------------------------------------------------
+# --- in-flight growth and queue drain add demand ----------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -193,7 +193,7 @@ def test_model_context_horizon_is_the_slowest_planned_variant() -> None:
         (5.0, None, 30.0, 5.5),  # no previous queue sample: drain only
     ],
 )
-def test_queue_growth_adds_demand(
+def test_queue_growth_between_cycles_adds_demand(
     rate: float, q0: float | None, q1: float | None, expected: float
 ) -> None:
     queues = {0.0: q0, 15.0: q1}
@@ -209,16 +209,18 @@ def test_queue_growth_adds_demand(
         (0.0, 3.0, -0.4, 5.0 + 0.05),  # a shrinking queue adds nothing
         (0.0, 3.0, math.nan, 5.0 + 1.5 + 0.05),  # no slope: consecutive cycles
         (0.0, 3.0, None, 5.0 + 1.5 + 0.05),
-        (0.0, None, 0.7, 5.0),  # no queue observed: no queue terms at all
+        (0.0, None, 0.7, 5.0 + 0.7),  # no queue reading: the in-flight growth still counts
+        (0.0, 0.0, 1.2, 5.0 + 1.2),  # free slots, nothing queued: the running ones grew
+        (None, None, None, 5.0),  # nothing but completions
     ],
 )
-def test_queue_growth_uses_the_windowed_slope_when_given(
+def test_inflight_growth_uses_the_windowed_slope_when_given(
     q0: float | None, q1: float | None, windowed: float | None, expected: float
 ) -> None:
     """Two readings 2 s apart: their difference is noise the window peak would keep."""
     queues = {0.0: q0, 2.0: q1}
     decisions = run(
-        lambda t: Observation(request_rate=5.0, queue_length=queues[t], queue_growth=windowed),
+        lambda t: Observation(request_rate=5.0, queue_length=queues[t], inflight_growth=windowed),
         [0.0, 2.0],
     )
     assert decisions[2.0].observed_requests_per_second == pytest.approx(expected)

@@ -32,7 +32,12 @@ M = 'namespace="prod",model_name="meta-llama/Llama-3.1-8B"'
     [
         (Engine.VLLM, "request_rate", f"sum(rate(vllm:request_success_total{{{M}}}[1m]))"),
         (Engine.VLLM, "queue_length", f"sum(vllm:num_requests_waiting{{{M}}})"),
-        (Engine.VLLM, "queue_growth", f"deriv((sum(vllm:num_requests_waiting{{{M}}}))[1m:])"),
+        (
+            Engine.VLLM,
+            "inflight_growth",
+            f"deriv((sum(vllm:num_requests_waiting{{{M}}}) + "
+            f"sum(vllm:num_requests_running{{{M}}}))[1m:])",
+        ),
         (
             Engine.VLLM,
             "ttft",
@@ -74,6 +79,18 @@ M = 'namespace="prod",model_name="meta-llama/Llama-3.1-8B"'
         (Engine.SGLANG, "kv_cache_usage", f"avg(sglang:token_usage{{{M}}})"),
         (Engine.TGI, "queue_length", 'sum(tgi_queue_size{namespace="prod"})'),
         (
+            Engine.SGLANG,
+            "inflight_growth",
+            f"deriv((sum(sglang:num_queue_reqs{{{M}}}) + sum(sglang:num_running_reqs{{{M}}}))"
+            "[1m:])",
+        ),
+        (
+            Engine.TGI,
+            "inflight_growth",
+            'deriv((sum(tgi_queue_size{namespace="prod"}) + '
+            'sum(tgi_batch_current_size{namespace="prod"}))[1m:])',
+        ),
+        (
             Engine.TGI,
             "request_rate",
             'sum(rate(tgi_request_success{namespace="prod"}[1m])) or '
@@ -105,13 +122,13 @@ def test_label_values_are_escaped() -> None:
     assert Selector('a"b', "x\\y").matchers() == 'namespace="a\\"b",model_name="x\\\\y"'
 
 
-def test_overrides_replace_defaults_and_drive_queue_growth() -> None:
+def test_overrides_replace_defaults_and_drive_inflight_growth() -> None:
     overrides = MetricsOverrides.model_validate(
         {"requestRate": "sum(rate(gw_requests_total[1m]))", "queueLength": "sum(gw_queue)"}
     )
     queries = model_queries(Engine.VLLM, SEL, 95.0, overrides=overrides)
     assert queries.request_rate == "sum(rate(gw_requests_total[1m]))"
-    assert queries.queue_growth == "deriv((sum(gw_queue))[1m:])"
+    assert queries.inflight_growth == "deriv((sum(gw_queue))[1m:])"
     assert queries.ttft == model_queries(Engine.VLLM, SEL, 95.0).ttft
     custom = model_queries(Engine.CUSTOM, SEL, 95.0, overrides=overrides)
     assert custom.request_rate == "sum(rate(gw_requests_total[1m]))"

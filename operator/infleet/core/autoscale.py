@@ -18,13 +18,17 @@ loop calls, per model and per cycle (default every 15 s, as Kubernetes HPA):
 Rules, their defaults (:class:`ScalingPolicy`) and why
 -------------------------------------------------------
 
-**Demand estimate.** ``demand = completions/s + max(0, d queue / dt) + queue / 60 s``.
-Completions alone under-count a saturated fleet: requests that arrive but wait are missing
-from them, so the queue's growth rate is added back (arrivals = completions + queue growth).
-A shrinking queue is not subtracted, so the plan never drops below what the fleet is
-completing now. The last term serves a standing queue within ``queue_drain_seconds`` (60 s)
-on top of arrivals. Queue growth is the slope PromQL's ``deriv`` fits over the metrics window
-(between consecutive fresh cycles when that is not available).
+**Demand estimate.** ``demand = completions/s + max(0, d in-flight / dt) + queue / 60 s``.
+Completions alone under-count a rising load: a request that has arrived but not finished is
+missing from them, whether it waits for a batch slot or already runs in one. By conservation,
+arrivals = completions + the growth of the requests in the engines (waiting + running), so
+that growth is added back. Counting the queue alone would see only the waiting ones, and a
+fleet with free slots queues nothing while its load rises: the completions then lag arrivals
+by about a service time (seconds for long answers). A shrinking count is not subtracted, so
+the plan never drops below what the fleet is completing now. The last term serves a standing
+queue within ``queue_drain_seconds`` (60 s) on top of arrivals. The growth is the slope
+PromQL's ``deriv`` fits over the metrics window (when the metrics do not give it: the
+queue's growth between consecutive fresh cycles).
 
 **Forecast over the startup time.** New replicas need ``startupSeconds`` (default 300) to
 become ready, so the plan must be for the demand at ``now + horizon``, with the horizon the
@@ -281,9 +285,10 @@ class Observation:
     """Age of the newest sample behind these figures at decision time."""
     wake_demand: float | None = None
     """Value of the wake query; ``None`` when not configured or not answered."""
-    queue_growth: float | None = None
-    """The waiting queue's growth, requests/s, fitted over the metrics window (PromQL
-    ``deriv``); ``None``: measure it between consecutive cycles instead."""
+    inflight_growth: float | None = None
+    """Growth of the requests in the engines (waiting + running), requests/s, fitted over
+    the metrics window (PromQL ``deriv``); ``None``: use the queue's growth between
+    consecutive cycles instead."""
 
 
 def _finite(value: float | None) -> float | None:
@@ -425,21 +430,21 @@ def _queue_terms(
     now: float,
     windowed_growth: float | None = None,
 ) -> tuple[float, float]:
-    """``(growth rps, drain rps)`` of the waiting queue.
+    """``(growth rps, drain rps)``: arrivals not yet completed, and the standing queue's
+    drain.
 
-    The growth is the window's fitted slope when the metrics give one: the difference of two
-    instantaneous queue readings one short cycle apart is mostly noise (3 more queued requests
-    2 s apart read as +1.5 req/s), and the scale-down window's peak would keep every such
-    spike. Without it, the growth is measured between consecutive cycles.
+    The growth is the window's fitted slope of the requests in flight when the metrics give
+    one: the difference of two instantaneous readings one short cycle apart is mostly noise
+    (3 more queued requests 2 s apart read as +1.5 req/s), and the scale-down window's peak
+    would keep every such spike. Without it, the queue's growth between consecutive cycles.
     """
-    if queue is None:
-        return 0.0, 0.0
     growth = 0.0
     if windowed_growth is not None:
         growth = max(0.0, windowed_growth)
-    elif state.last_queue is not None and now > state.last_queue[0]:
+    elif queue is not None and state.last_queue is not None and now > state.last_queue[0]:
         growth = max(0.0, (queue - state.last_queue[1]) / (now - state.last_queue[0]))
-    return growth, queue / policy.queue_drain_seconds
+    drain = 0.0 if queue is None else queue / policy.queue_drain_seconds
+    return growth, drain
 
 
 def _observed_mix(obs: Observation) -> TokenMix | None:
@@ -459,7 +464,7 @@ def _fresh(
 ) -> DemandDecision:
     queue = _clean(obs.queue_length)
     wake_demand = _clean(obs.wake_demand)
-    growth, drain = _queue_terms(state, queue, policy, now, _finite(obs.queue_growth))
+    growth, drain = _queue_terms(state, queue, policy, now, _finite(obs.inflight_growth))
     estimate = rate + growth + drain
     traffic = rate > 0 or bool(queue) or bool(wake_demand)
     samples = add_sample(
@@ -475,8 +480,8 @@ def _fresh(
     source = "forecast" if forecast > peak else "metrics"
 
     head = f"observed {estimate:.2f} rps (completions {rate:.2f}"
-    if queue is not None:
-        head += f", queue growth {growth:.2f}, queue drain {drain:.2f}"
+    if queue is not None or growth:
+        head += f", in-flight growth {growth:.2f}, queue drain {drain:.2f}"
     head += ")"
     if source == "forecast":
         slope = trend_slope(samples, now, policy.forecast) or 0.0

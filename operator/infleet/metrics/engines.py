@@ -17,7 +17,12 @@ Signals (``None`` where an engine does not export one)
   ``sglang:e2e_request_latency_seconds``; TGI ``tgi_request_success`` (or
   ``tgi_request_count``).
 * ``queue_length``: ``vllm:num_requests_waiting``, ``sglang:num_queue_reqs``,
-  ``tgi_queue_size``, summed; ``queue_growth``: ``deriv`` of that sum over a subquery.
+  ``tgi_queue_size``, summed.
+* ``inflight_growth``: ``deriv`` over a subquery of the requests in the engines, waiting plus
+  running (``vllm:num_requests_running``, ``sglang:num_running_reqs``,
+  ``tgi_batch_current_size``): arrivals = completions + this growth. The queue alone misses
+  the requests that arrived and got a batch slot but have not finished yet, which is most of
+  them while a fleet with free slots takes a rise in load.
 * ``ttft``: ``histogram_quantile`` over ``vllm:time_to_first_token_seconds`` /
   ``sglang:time_to_first_token_seconds``; TGI exports none.
 * ``tpot``: ``vllm:inter_token_latency_seconds``, falling back to the older
@@ -37,8 +42,9 @@ sandbox's 2 s). Percentiles are computed with ``histogram_quantile`` over the bu
 across the model's pods, so they are fleet-wide percentiles, not averages of per-pod ones.
 
 Per-model overrides (``spec.metrics``) replace a default query as written; ``inputTokens``
-and ``outputTokens`` are token *rates*, divided by the request rate for the mean. The queue
-growth is derived from the ``queueLength`` override when one is given.
+and ``outputTokens`` are token *rates*, divided by the request rate for the mean. With a
+``queueLength`` override the in-flight growth is that query's growth (the running requests of
+whatever it measures are not known).
 """
 
 from __future__ import annotations
@@ -88,8 +94,9 @@ class ModelQueries:
     """Completed requests/s."""
     queue_length: str | None
     """Requests waiting."""
-    queue_growth: str | None
-    """Change of the waiting queue, requests/s (negative when draining)."""
+    inflight_growth: str | None
+    """Change of the requests in the engines (waiting + running), requests/s (negative when
+    draining)."""
     ttft: str | None
     """Time to first token at the percentile, seconds."""
     tpot: str | None
@@ -122,8 +129,8 @@ def _rate(counters: tuple[str, ...], sel: str, window: str) -> str:
     return " or ".join(f"sum(rate({name}{{{sel}}}[{window}]))" for name in counters)
 
 
-def _growth(queue: str, window: str) -> str:
-    return f"deriv(({queue})[{window}:])"
+def _growth(inflight: str, window: str) -> str:
+    return f"deriv(({inflight})[{window}:])"
 
 
 def _default(engine: Engine, selector: Selector, q: float, window: str) -> ModelQueries:
@@ -151,10 +158,11 @@ def _default(engine: Engine, selector: Selector, q: float, window: str) -> Model
             kv = ("sglang:token_usage",)
             tokens_in = tokens_out = ()
         queue = f"sum({waiting}{{{sel}}})"
+        inflight = f"{queue} + sum({running}{{{sel}}})"
         return ModelQueries(
             request_rate=_rate(success, sel, window),
             queue_length=queue,
-            queue_growth=_growth(queue, window),
+            inflight_growth=_growth(inflight, window),
             ttft=_quantile(q, (f"{p}time_to_first_token_seconds",), sel, window),
             tpot=_quantile(q, itl, sel, window),
             input_token_rate=_rate((*tokens_in, f"{p}prompt_tokens_total"), sel, window),
@@ -166,10 +174,11 @@ def _default(engine: Engine, selector: Selector, q: float, window: str) -> Model
     if engine is Engine.TGI:
         sel = replace(selector, model_name=None).matchers()
         queue = f"sum(tgi_queue_size{{{sel}}})"
+        inflight = f"{queue} + sum(tgi_batch_current_size{{{sel}}})"
         return ModelQueries(
             request_rate=_rate(("tgi_request_success", "tgi_request_count"), sel, window),
             queue_length=queue,
-            queue_growth=_growth(queue, window),
+            inflight_growth=_growth(inflight, window),
             ttft=None,
             tpot=_quantile(q, ("tgi_request_mean_time_per_token_duration",), sel, window),
             input_token_rate=_rate(("tgi_request_input_length_sum",), sel, window),
@@ -198,14 +207,14 @@ def model_queries(
     if overrides is None:
         return queries
     queue = overrides.queue_length or queries.queue_length
-    growth = queries.queue_growth
+    growth = queries.inflight_growth
     if overrides.queue_length:
         growth = _growth(overrides.queue_length, window)
     return replace(
         queries,
         request_rate=overrides.request_rate or queries.request_rate,
         queue_length=queue,
-        queue_growth=growth,
+        inflight_growth=growth,
         ttft=overrides.ttft or queries.ttft,
         tpot=overrides.tpot or queries.tpot,
         input_token_rate=overrides.input_tokens or queries.input_token_rate,

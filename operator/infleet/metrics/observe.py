@@ -52,8 +52,9 @@ class ModelMetrics:
     request_rate: float | None = None
     """Completed requests/s."""
     queue_length: float | None = None
-    queue_growth: float | None = None
-    """Requests/s the waiting queue grew by over the window (negative: draining)."""
+    inflight_growth: float | None = None
+    """Requests/s the requests in the engines (waiting + running) grew by over the window
+    (negative: draining)."""
     ttft_ms: float | None = None
     """TTFT at the SLO percentile."""
     tpot_ms: float | None = None
@@ -73,16 +74,16 @@ class ModelMetrics:
 
     @property
     def arrival_rate(self) -> float | None:
-        """Completions plus queue growth: requests/s arriving (the queue only adds)."""
+        """Completions plus in-flight growth: requests/s arriving (growth only adds)."""
         if self.request_rate is None:
             return None
-        return self.request_rate + max(0.0, self.queue_growth or 0.0)
+        return self.request_rate + max(0.0, self.inflight_growth or 0.0)
 
     @property
     def observation(self) -> Observation:
         """The :class:`~infleet.core.autoscale.Observation` for ``decide_demand``.
 
-        ``request_rate`` is completions only: the policy adds the queue's growth itself (the
+        ``request_rate`` is completions only: the policy adds the in-flight growth itself (the
         windowed ``deriv`` passed here, or consecutive cycles' queue lengths without it).
         """
         return Observation(
@@ -94,7 +95,7 @@ class ModelMetrics:
             mean_output_tokens=self.mean_output_tokens,
             data_age_seconds=self.data_age_seconds,
             wake_demand=self.wake_demand,
-            queue_growth=self.queue_growth,
+            inflight_growth=self.inflight_growth,
         )
 
 
@@ -179,7 +180,7 @@ def _read(
     return ModelMetrics(
         request_rate=rate,
         queue_length=got["queue_length"],
-        queue_growth=got["queue_growth"],
+        inflight_growth=got["inflight_growth"],
         ttft_ms=None if ttft is None else ttft * 1000.0,
         tpot_ms=None if tpot is None else tpot * 1000.0,
         mean_input_tokens=_per_request(got["input_token_rate"], rate, window_seconds),
