@@ -19,7 +19,16 @@ from test_planner_exhaustive import (
 )
 
 from infleet.core.decompose import EXACT_COLUMN_LIMIT, Decomposition, objective
-from infleet.core.master import MasterLP, close_gap, round_master, solve_master_lp
+from infleet.core.master import (
+    MasterLP,
+    _direct_models,
+    _drop_interchangeable,
+    _reduced_costs,
+    _start,
+    close_gap,
+    round_master,
+    solve_master_lp,
+)
 from infleet.core.plan_index import build_index
 from infleet.core.plan_report import build_plan
 from infleet.core.plan_types import SolverInfo
@@ -283,3 +292,56 @@ def test_close_gap_over_triples_matches_highs(column_limit: int, direct_columns:
     assert closed_some >= 10, "too few fleets needed closing to mean anything"
     if column_limit < EXACT_COLUMN_LIMIT:
         assert truncated >= 5, "too few fleets had truncated columns to mean anything"
+
+
+def test_plan_in_hand_as_the_closing_programs_first_solution() -> None:
+    # The last closing program starts from the plan in hand: `_start` must write it over the
+    # program's variables (its replicas, and every model written over columns on the one
+    # column of its item counts), or give None when the plan uses a dropped triple.
+    checked = 0
+    for seed in range(120):
+        problem = mid_fleet(seed, models=8, pools=3)
+        found = _master(problem)
+        if found is None or found[0].inexact:
+            continue
+        dec, lp = found
+        index = dec.index
+        upper = round_master(dec, lp, time.perf_counter() + 5.0)
+        if upper is None or not _serves_everyone(index, upper):
+            continue
+        whole = objective(index, upper) - lp.bound
+        if whole <= 1e-9:
+            continue
+        col_reduced, triple_reduced = _reduced_costs(dec, lp)
+        gap = whole + 1e-9 * (1 + objective(index, upper))
+        col_keep = col_reduced < gap
+        written = _direct_models(dec, col_keep, 256)
+        triple_keep = _drop_interchangeable(
+            dec, triple_reduced < gap, col_keep, np.zeros(len(dec.active), dtype=bool)
+        )
+        col_keep &= ~written[dec.col_model]
+        keep = np.concatenate([triple_keep, col_keep])
+        start = _start(dec, upper, triple_keep, col_keep, written, keep)
+        assert start is not None
+        x = np.zeros(len(keep))
+        x[keep] = start
+        assert np.array_equal(x[: index.n_triples], upper)
+        chosen = x[index.n_triples :]
+        assert np.array_equal(
+            np.add.reduceat(chosen, dec.col_start[:-1]), (~written).astype(np.float64)
+        )
+        for pos in np.flatnonzero(~written).tolist():
+            first, last = int(dec.col_start[pos]), int(dec.col_start[pos + 1])
+            column = first + int(np.flatnonzero(chosen[first:last])[0])
+            items = dec.col_items[column]
+            for item, count in zip(items.tolist(), dec.col_counts[column].tolist(), strict=True):
+                if item < dec.n_items:
+                    assert upper[dec.item_triples[item][dec.item_mask[item]]].sum() == count
+        # A plan on a triple the program dropped cannot start it.
+        used = int(np.flatnonzero(upper)[0])
+        fewer = triple_keep.copy()
+        fewer[used] = False
+        keep_fewer = np.concatenate([fewer, col_keep])
+        assert _start(dec, upper, fewer, col_keep, written, keep_fewer) is None
+        checked += 1
+    assert checked >= 5, "too few fleets needed closing to mean anything"

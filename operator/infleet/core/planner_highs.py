@@ -93,7 +93,14 @@ def _model(
     return lp
 
 
-def _run(core: Any, lp: Any, time_limit_seconds: float, presolve: bool, gap: float) -> Any:
+def _run(
+    core: Any,
+    lp: Any,
+    time_limit_seconds: float,
+    presolve: bool,
+    gap: float,
+    start: FloatArray | None = None,
+) -> Any:
     options = core.HighsOptions()
     options.presolve = "on" if presolve else "off"
     options.time_limit = max(float(time_limit_seconds), 0.01)
@@ -103,6 +110,11 @@ def _run(core: Any, lp: Any, time_limit_seconds: float, presolve: bool, gap: flo
     highs = core._Highs()
     highs.passOptions(options)
     highs.passModel(lp)
+    if start is not None:
+        solution = core.HighsSolution()
+        solution.col_value = np.asarray(start, dtype=np.float64)
+        solution.value_valid = True
+        highs.setSolution(solution)
     highs.run()
     return highs
 
@@ -150,6 +162,7 @@ def solve_mip(
     *,
     time_limit_seconds: float,
     mip_rel_gap: float,
+    start: FloatArray | None = None,
 ) -> MipAnswer | None:
     """Minimise ``cost @ x`` over integers ``0 <= x <= col_upper`` within the row bounds.
 
@@ -162,7 +175,7 @@ def solve_mip(
         core = _CORE
         lp = _model(core, cost, matrix, row_lower, row_upper, col_upper)
         lp.integrality_ = [core.HighsVarType.kInteger] * matrix.shape[1]
-        highs = _run(core, lp, time_limit_seconds, True, mip_rel_gap)
+        highs = _run(core, lp, time_limit_seconds, True, mip_rel_gap, start)
         status = highs.getModelStatus()
         info = highs.getInfo()
     except (AttributeError, TypeError):
