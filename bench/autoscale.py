@@ -887,7 +887,13 @@ def main() -> None:
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     box = Sandbox(args.dir)
-    update_settings(settings_path(box.dir), startup_scale=1.0)
+    # Through the CLI, not the settings file alone: kwok reads the scale from its
+    # configuration, which the command rewrites (restarting kwok when it changed).
+    subprocess.run(
+        [sys.executable, "-m", "infleet.cli", "sandbox", "startup-scale", "1", "--dir",
+         str(args.dir)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
     cluster = Cluster(box.kubeconfig)
     pools = {p.metadata.name: p for p in cluster.apply_pools()}
     steps: list[StepResult] = []

@@ -70,6 +70,25 @@ def test_second_sandbox_runs_beside_the_first_and_down_stops_everything(tmp_path
         assert _pids(state) == pids, "a second `up` must keep the running processes"
         assert "3 Ready for 1 pools (0 created, 0 updated, 0 removed;" in again.stderr
 
+        # A changed kwok configuration (here the start-up scale, written to the settings file
+        # as a script might) restarts kwok on the next `up`: kwok reads its Stages at start.
+        from infleet.sandbox.kwok import delay_expression
+        from infleet.sandbox.load_settings import settings_path, update_settings
+
+        update_settings(settings_path(state), startup_scale=0.25)
+        changed = _infleet("up", "--dir", str(state), "--pools", str(pools))
+        assert changed.returncode == 0, changed.stderr
+        assert "kwok: configuration changed, restarting" in changed.stderr
+        after = _pids(state)
+        assert after["kwok"] != pids["kwok"]
+        assert {k: v for k, v in after.items() if k != "kwok"} == {
+            k: v for k, v in pids.items() if k != "kwok"
+        }
+        kwok_yaml = (state / "kwok.yaml").read_text()
+        assert delay_expression(0.25).replace("'", "''") in kwok_yaml
+        assert "3 Ready for 1 pools" in changed.stderr  # nodes Ready under the new kwok
+        pids = after
+
         status = _infleet("status", "--dir", str(state))
         assert status.returncode == 0, status.stdout
         for component in COMPONENTS:

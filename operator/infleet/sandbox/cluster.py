@@ -209,17 +209,23 @@ class Sandbox:
     def _component_kubeconfig(self, client: str) -> Path:
         return self.dir / "kubeconfigs" / f"{client}.yaml"
 
-    def prepare(self) -> None:
-        """Create the state directory's certificates, kubeconfigs and configuration files."""
+    def prepare(self) -> bool:
+        """Create the state directory's certificates, kubeconfigs and configuration files.
+
+        Returns whether kwok's configuration changed (a running kwok must then restart to
+        read it: it loads its Stages once, at start)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ports()
         certs.ensure_pki(self.dir / "pki", SERVICE_IP)
         self._write_kubeconfig(self.kubeconfig, "admin")
         for client in ("controller-manager", "scheduler", "kwok"):
             self._write_kubeconfig(self._component_kubeconfig(client), client)
-        prometheus.write_if_changed(self.dir / "kwok.yaml", kwok.config_for(self.dir))
+        kwok_changed = prometheus.write_if_changed(
+            self.dir / "kwok.yaml", kwok.config_for(self.dir)
+        )
         for job in prometheus.JOBS:
             (self.targets_dir / job).mkdir(parents=True, exist_ok=True)
+        return kwok_changed
 
     def _write_prometheus_config(self) -> bool:
         text = prometheus.config_text(self.targets_dir, f"127.0.0.1:{self.ports().prometheus}")
@@ -436,7 +442,7 @@ class Sandbox:
         say: Echo = echo or (lambda line: None)
         started = time.monotonic()
         self.binaries  # noqa: B018 -- builds or finds the binaries before anything starts
-        self.prepare()
+        kwok_changed = self.prepare()
         config_changed = self._write_prometheus_config()
         self._ensure_running(["etcd"], say)
         self._wait_healthy(["etcd"], timeout)
@@ -444,6 +450,8 @@ class Sandbox:
         self._wait_healthy(["kube-apiserver"], timeout)
         say(f"kube-apiserver: ready at {self.server_url} ({time.monotonic() - started:.1f}s)")
         rest = ["kube-controller-manager", "kube-scheduler", "kwok", "prometheus"]
+        if kwok_changed and self.processes.stop("kwok"):
+            say("kwok: configuration changed, restarting")
         if self.processes.running("kwok") is None:
             self._release_node_leases()
         newly = self._ensure_running(rest, say)
