@@ -544,9 +544,7 @@ class Decomposition:
         index = self.index
         item_cost, item_triple = self.price_items(lam)
         mins, chosen = self.best_columns(item_cost)
-        for pos in self.inexact:
-            mins[pos] = self._relaxed_bound(pos, item_cost)
-        value = float(mins.sum() - lam @ index.pool_accelerators)
+        value = self.bound_from(lam, item_cost, mins)
         counts = self.col_counts[chosen]
         ids = self.col_items[chosen]
         valid = ids < self.n_items
@@ -558,6 +556,13 @@ class Decomposition:
             minlength=len(index.pool_accelerators),
         ).astype(np.float64)
         return value, usage, chosen, item_triple
+
+    def bound_from(self, lam: FloatArray, item_cost: FloatArray, mins: FloatArray) -> float:
+        """L(lam) from `price_items`' item costs and `best_columns`' cheapest costs at ``lam``."""
+        shares = mins.copy()
+        for pos in self.inexact:
+            shares[pos] = self._relaxed_bound(pos, item_cost)
+        return float(shares.sum() - lam @ self.index.pool_accelerators)
 
     def _relaxed_bound(self, pos: int, item_cost: FloatArray) -> float:
         """Linear-relaxation bound of one model's covering problem (for inexact models).

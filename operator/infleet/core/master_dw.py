@@ -110,8 +110,9 @@ def solve_master_dw(dec: Decomposition, deadline: float) -> MasterLP | str:
     plans = _Plans([], [], [])
     everyone = np.arange(n_models)
     zero = np.zeros(n_pools)
-    _add_plans(dec, lp, plans, zero, everyone, price)
-    _add_plans(dec, lp, plans, np.where(loose_pools(dec), 0.0, overflow), everyone, price)
+    for start in (zero, np.where(loose_pools(dec), 0.0, overflow)):
+        item_cost, item_triple = dec.price_items(start)
+        _add_plans(dec, lp, plans, dec.best_columns(item_cost)[1], item_triple, everyone, price)
     best_bound, best_prices = -np.inf, zero
     x: FloatArray | None = None
     for _ in range(_MAX_ROUNDS):
@@ -124,16 +125,16 @@ def solve_master_dw(dec: Decomposition, deadline: float) -> MasterLP | str:
             break
         x, row_dual = answer
         prices = np.maximum(0.0, -row_dual[n_models:])
-        bound = dec.lagrangian(prices)[0]
+        item_cost, item_triple = dec.price_items(prices)
+        cheapest, chosen = dec.best_columns(item_cost)
+        bound = dec.bound_from(prices, item_cost, cheapest)
         if bound > best_bound:
             best_bound, best_prices = bound, prices
-        item_cost, _ = dec.price_items(prices)
-        cheapest, _ = dec.best_columns(item_cost)
         duals = row_dual[:n_models]
         better = np.flatnonzero(cheapest - duals < -_REDUCED_TOLERANCE * (1 + np.abs(duals)))
         if len(better) == 0:
             break
-        _add_plans(dec, lp, plans, prices, better, price)
+        _add_plans(dec, lp, plans, chosen, item_triple, better, price)
     if x is None or float(x[:n_pools].sum()) > _OVERFLOW_USED:
         return "failed"
     counts = np.concatenate(plans.counts)
@@ -156,15 +157,16 @@ def _add_plans(
     dec: Decomposition,
     lp: ColumnLp,
     plans: _Plans,
-    prices: FloatArray,
+    chosen: IntArray,
+    item_triple: IntArray,
     positions: IntArray,
     price: FloatArray,
 ) -> None:
-    """Add the best plan at ``prices`` of the models at ``positions``."""
+    """Add the plans of the models at ``positions``: their ``chosen`` column (per model) with
+    every item on ``item_triple`` (per item), as `Decomposition.best_columns` and
+    `Decomposition.price_items` give them at some prices."""
     index = dec.index
     n_models, n_pools = len(dec.active), len(index.pool_accelerators)
-    item_cost, item_triple = dec.price_items(prices)
-    _, chosen = dec.best_columns(item_cost)
     column = chosen[positions]
     ids = dec.col_items[column]
     valid = ids < dec.n_items
