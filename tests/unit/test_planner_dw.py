@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given
 from test_planner_exhaustive import PROPERTY, mid_fleet, seeds
 
+from infleet.core import master_dw
 from infleet.core.decompose import EXACT_COLUMN_LIMIT, Decomposition
 from infleet.core.master import MasterLP, round_master, solve_master_lp
-from infleet.core.master_dw import loose_pools, solve_master_dw
+from infleet.core.master_dw import Stopped, loose_pools, solve_master_dw
 from infleet.core.plan_index import build_index
 from infleet.core.planner import (
     EXACT_TRIPLES,
@@ -22,6 +23,7 @@ from infleet.core.planner import (
     PlanProblem,
     PoolSupply,
     VariantOption,
+    _quick_plan,
     _serves_everyone,
     plan_fleet,
 )
@@ -161,3 +163,48 @@ def test_large_fleet_plans_through_column_generation() -> None:
     plan = plan_fleet(problem, time_limit_seconds=5.0)
     assert plan.solver.name in ("decomposition", "decomposition+highs")
     assert plan.solver.optimality_gap <= 0.01
+
+
+def _crowded_fleet() -> PlanProblem:
+    # Three models of two 1-accelerator replicas each (10 rps needed, 5 per replica); at zero
+    # prices all six want the cheap pool (4 accelerators), and no pool is loose (the dear one
+    # holds 5 of the 6 replicas that could go there), so the first solve uses overflow.
+    models = tuple(
+        ModelRequest(("ns", f"m{i}"), 10.0, 1.0, variants=(VariantOption("v", "x", 1, 5.0),))
+        for i in range(3)
+    )
+    pools = (PoolSupply("cheap", "x", 4, 1.0), PoolSupply("dear", "x", 5, 3.0))
+    return PlanProblem(models, pools)
+
+
+def test_stopped_column_generation_hands_back_prices_and_a_valid_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dec = Decomposition(build_index(_crowded_fleet()), EXACT_COLUMN_LIMIT)
+    assert not loose_pools(dec).any()
+    monkeypatch.setattr(master_dw, "_MAX_ROUNDS", 1)
+    stopped = solve_master_dw(dec, time.perf_counter() + 5.0)
+    assert isinstance(stopped, Stopped)
+    assert stopped.solves == 1
+    assert np.all(stopped.prices >= 0)
+    # Optimum: 4 replicas on the cheap pool, 2 on the dear one: 4 * 1 + 2 * 3 = 10.
+    assert stopped.bound <= 10.0 + 1e-6
+    monkeypatch.setattr(master_dw, "_MAX_ROUNDS", 60)
+    done = solve_master_dw(dec, time.perf_counter() + 5.0)
+    assert isinstance(done, MasterLP)
+    assert done.bound == pytest.approx(10.0 + 6e-6, abs=1e-6)
+
+
+def test_quick_plan_at_stopped_prices_serves_everyone_with_a_valid_gap() -> None:
+    problem = _crowded_fleet()
+    index = build_index(problem)
+    dec = Decomposition(index, EXACT_COLUMN_LIMIT)
+    # Prices that make the cheap pool as dear as the other: a greedy at them still fits.
+    hint = Stopped(np.array([2.0, 0.0]), 9.0, 1)
+    start = time.perf_counter()
+    plan = _quick_plan(index, dec, start, start + 5.0, hint)
+    assert plan.solver.name == "greedy-fallback"
+    assert all(m.unmet_rps == 0 for m in plan.models)
+    assert plan.cost_per_hour == pytest.approx(10.0, abs=1e-4)
+    # The gap is measured against the better bound, here the hint's (L(0) is 6).
+    assert plan.solver.optimality_gap == pytest.approx((10.0 + 6e-6 - 9.0) / (10.0 + 6e-6))

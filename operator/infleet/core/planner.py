@@ -100,7 +100,7 @@ from infleet.core.fallback import fallback_replicas, shortfall_key
 from infleet.core.greedy import greedy
 from infleet.core.lagrange import greedy_order, solve_decomposition
 from infleet.core.master import MasterLP, close_gap, round_master, solve_master_lp
-from infleet.core.master_dw import solve_master_dw
+from infleet.core.master_dw import Stopped, solve_master_dw
 from infleet.core.milp import solve_milp
 from infleet.core.plan_index import RPS_TOLERANCE, FleetIndex, IntArray, build_index, covers
 from infleet.core.plan_report import build_plan
@@ -152,6 +152,10 @@ _MIN_HIGHS_SHARE = 0.25
 _RESERVE_SHARE = 0.5
 """On large fleets the master LP may use the time left minus this share of the time already
 spent (index and columns): enough for rounding and the report, or for `_quick_plan`."""
+_SECOND_GREEDY = 2.0
+"""A second greedy (at list prices) runs after the one at the stopped column generation's
+prices only if at least this many times the first one's duration is left (room for it and
+the report)."""
 _TINY_TRIPLES = 64
 """Fleets with at most this many eligible triples and truncated columns skip the closing
 program for HiGHS on the whole program."""
@@ -178,6 +182,7 @@ def plan_fleet(
     wanted = _EXACT_GAP if small else gap_tolerance
     dec = Decomposition(index, EXACT_COLUMN_LIMIT if small else COLUMN_LIMIT)
     lp: MasterLP | str = "failed"
+    hint: Stopped | None = None
     # Rounding and polish stop early enough for the report on large fleets (~0.1 of what the
     # index and columns took; 0.2 to be safe under load).
     stop = deadline - (0.0 if small else _REPORT_SHARE * (time.perf_counter() - start))
@@ -192,9 +197,14 @@ def plan_fleet(
             if left > 0:
                 # Column generation: 1.5-3x faster here, and a feasible LP solution and a
                 # valid bound if stopped early; "failed" if it may not fit (or no time).
-                lp = solve_master_dw(dec, deadline - reserve)
+                generated = solve_master_dw(dec, deadline - reserve)
+                if isinstance(generated, Stopped):
+                    hint = generated
+                else:
+                    lp = generated
                 left = deadline - reserve - time.perf_counter()
-        if left > 0 and not isinstance(lp, MasterLP):
+        if left > 0 and not isinstance(lp, MasterLP) and hint is None:
+            # Not after a stop for time: the full LP is slower still.
             lp = solve_master_lp(dec, left, presolve=False)
     if isinstance(lp, MasterLP):
         planned = _plan_from_master(index, dec, lp, wanted, start, time_limit_seconds, stop)
@@ -211,31 +221,55 @@ def plan_fleet(
     if not small and dec.active and deadline - time.perf_counter() < _MIN_HIGHS_SECONDS:
         # A large fleet whose LP did not finish in time: neither the subgradient nor HiGHS
         # would do better before the deadline.
-        return _quick_plan(index, dec, start)
+        return _quick_plan(index, dec, start, deadline, hint)
     return _subgradient_path(index, dec, wanted, small, start, deadline, time_limit_seconds)
 
 
-def _quick_plan(index: FleetIndex, dec: Decomposition, start: float) -> FleetPlan:
+def _quick_plan(
+    index: FleetIndex,
+    dec: Decomposition,
+    start: float,
+    deadline: float,
+    hint: Stopped | None = None,
+) -> FleetPlan:
     """A greedy plan for a large fleet out of time, with a proven gap.
 
-    Models take their cheapest column that fits at list prices, highest priority and dearest
-    first (`infleet.core.greedy.greedy`), or, if one does not fit, the priority-ordered
+    Models take their cheapest column that fits at the given pool prices, highest priority and
+    dearest first (`infleet.core.greedy.greedy`), or, if one does not fit, the priority-ordered
     fallback places every model as much as fits; replicas then move to cheaper pools with
-    room. The bound is the Lagrangian value at zero pool prices (every model at its own
-    optimum).
+    room. The prices are those a stopped column generation reached (``hint``), then list
+    prices if that greedy fails or, when there is time for a second greedy, if it is cheaper.
+    The bound is the better of the Lagrangian value at zero pool prices (every model at its own
+    optimum) and the column generation's.
     """
     zero = np.zeros(len(index.pool_price))
-    placed = greedy(dec, zero, greedy_order(dec, zero))
-    replicas = placed[0] if placed is not None else fallback_replicas(dec)
-    if index.problem.churn_cost_per_replica == 0:
-        rem = index.pool_accelerators - np.bincount(
-            index.t_pool, weights=replicas * index.t_accelerators, minlength=len(zero)
-        ).astype(np.int64)
-        fill_cheaper_pools(dec, replicas, rem)
+    bound = dec.lagrangian(zero)[0]
+    tries = [zero] if hint is None else [hint.prices, zero]
+    if hint is not None:
+        bound = max(bound, hint.bound)
+    best: IntArray | None = None
+    for n, prices in enumerate(tries):
+        began = time.perf_counter()
+        placed = greedy(dec, prices, greedy_order(dec, prices))
+        if placed is None:
+            continue
+        replicas = placed[0]
+        if index.problem.churn_cost_per_replica == 0:
+            rem = index.pool_accelerators - np.bincount(
+                index.t_pool, weights=replicas * index.t_accelerators, minlength=len(zero)
+            ).astype(np.int64)
+            fill_cheaper_pools(dec, replicas, rem)
+        if best is None or objective(index, replicas) < objective(index, best):
+            best = replicas
+        spent = time.perf_counter() - began
+        if n + 1 < len(tries) and deadline - time.perf_counter() < _SECOND_GREEDY * spent:
+            break
+    if best is None:
+        best = fallback_replicas(dec)
     gap = 1.0
-    if _serves_everyone(index, replicas):
-        gap = _gap(objective(index, replicas), dec.lagrangian(zero)[0])
-    return _finish(index, replicas, "greedy-fallback", start, gap)
+    if _serves_everyone(index, best):
+        gap = _gap(objective(index, best), bound)
+    return _finish(index, best, "greedy-fallback", start, gap)
 
 
 def _plan_from_master(
