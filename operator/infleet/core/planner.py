@@ -221,7 +221,7 @@ def plan_fleet(
     if not small and dec.active and deadline - time.perf_counter() < _MIN_HIGHS_SECONDS:
         # A large fleet whose LP did not finish in time: neither the subgradient nor HiGHS
         # would do better before the deadline.
-        return _quick_plan(index, dec, start, deadline, hint)
+        return _quick_plan(index, dec, start, stop, hint)
     return _subgradient_path(index, dec, wanted, small, start, deadline, time_limit_seconds)
 
 
@@ -229,7 +229,7 @@ def _quick_plan(
     index: FleetIndex,
     dec: Decomposition,
     start: float,
-    deadline: float,
+    stop: float,
     hint: Stopped | None = None,
 ) -> FleetPlan:
     """A greedy plan for a large fleet out of time, with a proven gap.
@@ -240,7 +240,8 @@ def _quick_plan(
     room. The prices are those a stopped column generation reached (``hint``), then list
     prices if that greedy fails or, when there is time for a second greedy, if it is cheaper.
     The bound is the better of the Lagrangian value at zero pool prices (every model at its own
-    optimum) and the column generation's.
+    optimum) and the column generation's. The moves to cheaper pools stop at ``stop``, which
+    leaves time for the report.
     """
     zero = np.zeros(len(index.pool_price))
     bound = dec.lagrangian(zero)[0]
@@ -258,11 +259,11 @@ def _quick_plan(
             rem = index.pool_accelerators - np.bincount(
                 index.t_pool, weights=replicas * index.t_accelerators, minlength=len(zero)
             ).astype(np.int64)
-            fill_cheaper_pools(dec, replicas, rem)
+            fill_cheaper_pools(dec, replicas, rem, stop)
         if best is None or objective(index, replicas) < objective(index, best):
             best = replicas
         spent = time.perf_counter() - began
-        if n + 1 < len(tries) and deadline - time.perf_counter() < _SECOND_GREEDY * spent:
+        if n + 1 < len(tries) and stop - time.perf_counter() < _SECOND_GREEDY * spent:
             break
     if best is None:
         best = fallback_replicas(dec)

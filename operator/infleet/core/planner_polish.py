@@ -84,9 +84,9 @@ def polish(dec: Decomposition, replicas: IntArray, deadline: float) -> bool:
                 weights=replicas * index.t_accelerators,
                 minlength=len(index.pool_price),
             ).astype(np.int64)
-            fill_cheaper_pools(dec, replicas, rem)
+            fill_cheaper_pools(dec, replicas, rem, deadline)
         if time.perf_counter() < deadline:
-            moved |= refill(dec, replicas)
+            moved |= refill(dec, replicas, deadline)
         if not moved:
             break
         changed = True
@@ -117,8 +117,10 @@ def _knapsack(
     return value, chosen
 
 
-def refill(dec: Decomposition, replicas: IntArray) -> bool:
+def refill(dec: Decomposition, replicas: IntArray, deadline: float | None = None) -> bool:
     """Repack the pools that have room, one at a time, by bounded knapsack; True if cheaper.
+
+    With a ``deadline`` (`time.perf_counter` seconds) no pool is started after it.
 
     For a pool ``p`` with free accelerators, every replica that could sit on ``p`` without
     changing its model's column (same item) is a candidate: replicas on dearer pools of the
@@ -140,6 +142,8 @@ def refill(dec: Decomposition, replicas: IntArray) -> bool:
     for p in np.argsort(-rem, kind="stable").tolist():
         if rem[p] <= 0:
             continue
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
         changed |= _refill_pool(dec, replicas, rem, unit, item_pools, p)
     return changed
 
