@@ -340,21 +340,27 @@ def _enumerate_pruned(
     counts = [0] * k
     visited = 0
 
-    def removable(d: int, cap_r: float, spot_r: float, n_r: int) -> bool:
-        # Some replica among the first d items can go whatever the rest adds.
+    # Per item, which of the tests below it can pass when it holds a replica: any item without
+    # a share; with one, a spot item (removing it only lowers the spot share) or a non-spot one
+    # (if the share still holds without it).
+    as_spot = [share and spot[i] and (1 - fraction) * capacity[i] > _PRUNE_MARGIN for i in range(k)]
+    as_plain = [share and not spot[i] for i in range(k)]
+
+    def removable(d: int, cap_r: float, spot_r: float, n_r: int, least: list[float]) -> bool:
+        # Some replica among the first d items can go whatever the rest adds. ``least`` holds the
+        # smallest capacity of an item holding replicas so far, per test (any item without a
+        # share, spot, non-spot): the smaller the capacity, the easier both tests pass, so only
+        # that item needs checking.
         if n_r - 1 < low:
             return False
-        for pos in range(d):
-            i = order[pos]
-            if counts[i] == 0 or cap_r - capacity[i] < floor:
-                continue
-            if not share or (spot[i] and (1 - fraction) * capacity[i] > _PRUNE_MARGIN):
-                return True
-            if not spot[i] and spot_r + spot_left[d] <= fraction * (
-                cap_r - capacity[i]
-            ) - _PRUNE_MARGIN * (1.0 + cap_r):
-                return True
-        return False
+        if not share:
+            return cap_r - least[0] >= floor
+        if cap_r - least[1] >= floor:
+            return True
+        rest = cap_r - least[2]
+        return rest >= floor and spot_r + spot_left[d] <= fraction * rest - _PRUNE_MARGIN * (
+            1.0 + cap_r
+        )
 
     def leaf(cap_r: float, spot_r: float, n_r: int) -> None:
         need = max(_ceil_scalar((target - cap_r) / c_p), low - n_r)
@@ -386,30 +392,37 @@ def _enumerate_pruned(
         column[pivot] = need
         found.append(column)
 
-    def walk(d: int, cap_r: float, spot_r: float, n_r: int) -> bool:
+    def walk(d: int, cap_r: float, spot_r: float, n_r: int, least: list[float]) -> bool:
         nonlocal visited
         if d == depth:
             leaf(cap_r, spot_r, n_r)
             return True
         i = order[d]
+        c = capacity[i]
+        holding = [
+            min(least[0], c),
+            min(least[1], c) if as_spot[i] else least[1],
+            min(least[2], c) if as_plain[i] else least[2],
+        ]
         for count in range(bound[i] + 1):
             visited += 1
             if visited > limit:
                 return False
             counts[i] = count
-            cap = cap_r + count * capacity[i]
+            cap = cap_r + count * c
             on_spot = spot_r + count * spot_c[i]
             n = n_r + count
             if n > high or (fraction <= 0 < on_spot):
                 break
-            if removable(d + 1, cap, on_spot, n):
+            now = holding if count else least
+            if removable(d + 1, cap, on_spot, n, now):
                 continue
-            if not walk(d + 1, cap, on_spot, n):
+            if not walk(d + 1, cap, on_spot, n, now):
                 return False
         counts[i] = 0
         return True
 
-    return found if walk(0, 0.0, 0.0, 0) else None
+    return found if walk(0, 0.0, 0.0, 0, [_INF, _INF, _INF]) else None
 
 
 def model_columns(index: FleetIndex, m: int, limit: int = COLUMN_LIMIT) -> ModelColumns | None:
