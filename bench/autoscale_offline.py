@@ -44,11 +44,13 @@ import numpy as np
 
 from autoscale import (
     HPA_TARGET,
+    LEVELS,
     PRICE,
     REAL_STARTUP_SECONDS,
     TRACE,
     ModelShape,
     cut_trace,
+    first_moved,
     model_manifest,
     replicas_for,
 )
@@ -229,9 +231,15 @@ class World:
 Controller = Callable[[World, float], int]
 
 
-def infleet_controller(window: float, policy: ScalingPolicy | None = None) -> Controller:
-    """infleet's decision for the one model: metrics -> demand -> fewest replicas."""
+def infleet_controller(
+    window: float, policy: ScalingPolicy | None = None, fast: bool = True
+) -> Controller:
+    """infleet's decision for the one model: metrics -> demand -> fewest replicas.
+
+    ``fast``: read the short-window rate as the operator does by default (40% of the
+    window, :attr:`~infleet.core.settings.AutoscaleSettings.resolved_fast_window`)."""
     state: dict[str, ModelScalingState | None] = {"s": None}
+    fast_window = 0.4 * window if fast else None
 
     def decide(world: World, now: float) -> int:
         model = world.model
@@ -246,6 +254,10 @@ def infleet_controller(window: float, policy: ScalingPolicy | None = None) -> Co
         last_scrape = queue_now[-1][0] if queue_now else -math.inf
         obs = Observation(
             request_rate=rate,
+            fast_request_rate=None
+            if fast_window is None
+            else world.sum_rate("success", now, fast_window),
+            fast_window_seconds=fast_window,
             queue_length=queue,
             mean_input_tokens=prompt / rate if rate and prompt is not None else None,
             mean_output_tokens=gen / rate if rate and gen is not None else None,
@@ -366,6 +378,75 @@ def run(
     return Result(name, seed, len(p95), met, cost, area / span, p95)
 
 
+def reaction(
+    seed: int,
+    *,
+    fast: bool = True,
+    window: float = 20.0,
+    interval: float = 5.0,
+    hold: float = 60.0,
+    levels: Sequence[float] = LEVELS,
+) -> list[float | None]:
+    """The benchmark's staircase (phase 1) for infleet: per step, ``t_req - t_prom`` in
+    seconds (``None``: no scale-up within the hold), with ``t_prom`` when the window's
+    request-rate query moved (:func:`autoscale.first_moved`) and ``t_req`` the first cycle
+    asking for more replicas. ``seed`` draws the arrivals and the phases of the scrapes and
+    cycles against the steps."""
+    shape = ModelShape(
+        ttft_ms=500, prior_rps=levels[0], input_tokens=512, output_tokens=128,
+        startup_seconds=2, scale_down_window=300, max_replicas=16,
+    )  # fmt: skip
+    model = ModelDeployment.model_validate(model_manifest("bench", "infleet", shape))
+    rng = np.random.default_rng(seed)
+    world = World(model, ModelSim())
+    controller = infleet_controller(window, fast=fast)
+    world.scale(-1000.0, replicas_for(levels[0]))
+    world.sim.load = ModelLoad(levels[0], 512, 128)
+    starts, at = [], 0.0
+    for step in range(1, len(levels)):
+        starts.append(at)
+        at += hold + (step * 7.3) % 15  # the benchmark's staggered holds
+    t = -hold
+    next_scrape = t + (seed * 0.37) % SCRAPE
+    next_cycle = t + (seed * 1.3) % interval
+    history: list[tuple[float, float]] = []
+    delays: list[float | None] = []
+    step, before, ceiling = 0, 0, 0.0
+    t_req: float | None = None
+    moved_series: list[tuple[float, float]] = []
+
+    def close() -> None:
+        moved = first_moved(moved_series, ceiling)
+        delays.append(None if moved is None or t_req is None else t_req - moved)
+
+    while t < at:
+        if step < len(starts) and t >= starts[step] - 1e-9:
+            if step:
+                close()
+            ceiling = max((r for when, r in history if when > t - 15.5), default=0.0)
+            before, t_req, moved_series = world.desired, None, []
+            step += 1
+            world.sim.load = ModelLoad(levels[step], 512, 128)
+        if t >= next_scrape - 1e-9:
+            world.scrape(t)
+            next_scrape += SCRAPE
+        rate = world.sum_rate("success", t, window) or 0.0
+        history.append((t, rate))
+        if step:
+            moved_series.append((t, rate))
+        if t >= next_cycle - 1e-9:
+            new = controller(world, t)
+            if new != world.desired:
+                world.scale(t, new)
+            if step and t_req is None and new > before:
+                t_req = t
+            next_cycle += interval
+        world.sim.tick(t, TICK, rng)
+        t += TICK
+    close()
+    return delays
+
+
 @dataclass(frozen=True)
 class Config:
     """One controller at one setting of its knob."""
@@ -407,6 +488,30 @@ def _seeds(text: str) -> list[int]:
     return out
 
 
+def print_reaction(seeds: Sequence[int], jobs: int) -> int:
+    print("Offline staircase 3, 7, 13, 21, 30, 42 req/s (60 s holds, staggered); infleet "
+          "--interval 5 --metrics-window 20s;\nt_req - t_prom per step, s "
+          "(- : none in the hold)")  # fmt: skip
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        runs = {
+            fast: [pool.submit(reaction, seed, fast=fast) for seed in seeds]
+            for fast in (False, True)
+        }
+        for fast, futures in runs.items():
+            label = "fast attack (8s)" if fast else "window rate only"
+            medians = []
+            for seed, future in zip(seeds, futures, strict=True):
+                delays = future.result()
+                counted = [60.0 if d is None else d for d in delays]
+                medians.append(statistics.median(counted))
+                shown = " ".join("-" if d is None else f"{d:5.1f}" for d in delays)
+                print(f"{label:<18} seed {seed:>2}: {shown}   median {medians[-1]:5.1f}")
+            within = sum(1 for m in medians if m <= 5.0)
+            print(f"{label:<18} median of medians {statistics.median(medians):.1f} s; "
+                  f"{within}/{len(medians)} replays with a median within a 5 s cycle")  # fmt: skip
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seeds", default="0-7", help="trace thinning seeds, e.g. 0-7 or 1,3")
@@ -418,7 +523,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hpa", default="0.8", help="HPA-style slot targets, comma-separated")
     parser.add_argument("--sweep", action="store_true", help="--infleet 0.7-1.0, --hpa 0.6-0.9")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
+    parser.add_argument(
+        "--reaction", action="store_true", help="the staircase instead: infleet with and "
+        "without the fast attack, t_req - t_prom per step",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.reaction:
+        return print_reaction(_seeds(args.seeds), args.jobs)
     if not TRACE.is_file():
         print(f"trace not found: {TRACE} (set INFLEET_TRACE)", file=sys.stderr)
         return 2

@@ -191,6 +191,12 @@ def priority_for_pod(pod_name: str) -> int:
     show_default=True,
     help="PromQL range of rates and percentiles when autoscaling (e.g. 20s, 1m).",
 )
+@click.option(
+    "--fast-window",
+    default=None,
+    help="PromQL range of the short-window request rate that speeds up scaling up "
+    "(default: 40% of --metrics-window; 0 turns it off).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def run(
     kubeconfig: Path | None,
@@ -207,6 +213,7 @@ def run(
     show_fleet: bool,
     prometheus_url: str | None,
     metrics_window: str,
+    fast_window: str | None,
     verbose: bool,
 ) -> None:
     """Run the operator: watch pools, models and nodes; plan the fleet; apply it."""
@@ -219,6 +226,7 @@ def run(
         FleetLoopSettings,
         OperatorSettings,
         PendingSettings,
+        duration_seconds,
     )
     from infleet.metrics.prometheus import PrometheusError
     from infleet.metrics.prometheus import prometheus_url as checked_url
@@ -237,6 +245,16 @@ def run(
             _fail([f"--prometheus-url: {exc}"])
     if not re.fullmatch(r"[1-9][0-9]*(ms|s|m|h)", metrics_window):
         _fail([f"--metrics-window must be a duration such as 20s or 1m, got {metrics_window!r}"])
+    if fast_window is not None and fast_window != "0":
+        if not re.fullmatch(r"[1-9][0-9]*(ms|s|m|h)", fast_window):
+            _fail([f"--fast-window must be a duration such as 8s, or 0, got {fast_window!r}"])
+        if duration_seconds(fast_window) >= duration_seconds(metrics_window):
+            _fail(
+                [
+                    f"--fast-window {fast_window} must be shorter than --metrics-window "
+                    f"{metrics_window}"
+                ]
+            )
     if kubeconfig is not None:
         # Kopf's own login reads $KUBECONFIG; the fleet client is given the path directly.
         os.environ["KUBECONFIG"] = str(kubeconfig)
@@ -249,7 +267,9 @@ def run(
         peering_priority=priority,
         show_fleet=show_fleet,
         autoscale=AutoscaleSettings(
-            prometheus_url=prometheus_url or None, metrics_window=metrics_window
+            prometheus_url=prometheus_url or None,
+            metrics_window=metrics_window,
+            fast_window=fast_window,
         ),
     )
     from infleet.handlers import run_operator

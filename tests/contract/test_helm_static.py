@@ -131,10 +131,14 @@ def test_operator_options_reach_the_arguments(helm: str) -> None:
             "operator.prometheusUrl=http://prometheus.monitoring:9090",
             "operator.interval=5",
             "operator.logFormat=plain",
+            "operator.metricsWindow=20s",
+            "operator.fastWindow=8s",
         ),
         "Deployment",
     )
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--metrics-window=20s" in args
+    assert "--fast-window=8s" in args
     assert "--namespace=llm" in args
     assert "--namespace=batch" in args
     assert "--all-namespaces" not in args
@@ -142,6 +146,8 @@ def test_operator_options_reach_the_arguments(helm: str) -> None:
     assert "--interval=5" in args
     assert "--log-format=plain" in args
     assert "--peering" not in args  # one pod: nothing to elect
+    defaults = one(render(helm), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert not any(a.startswith("--fast-window") for a in defaults["args"])  # 40% default
 
 
 def test_the_generated_arguments_parse(helm: str) -> None:
@@ -281,6 +287,7 @@ BAD_VALUES = [
     ("operator.watchNamespaces={Bad_Name}", "/operator/watchNamespaces/0"),
     ("operator.prometheusUrl=prometheus:9090", "/operator/prometheusUrl"),
     ("operator.metricsWindow=5", "/operator/metricsWindow"),
+    ("operator.fastWindow=8 s", "/operator/fastWindow"),
     ("crds.keep=yes", "/crds/keep"),
     ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
     ("serviceMonitor.interval=30", "/serviceMonitor/interval"),

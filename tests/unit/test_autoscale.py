@@ -226,6 +226,59 @@ def test_inflight_growth_uses_the_windowed_slope_when_given(
     assert decisions[2.0].observed_requests_per_second == pytest.approx(expected)
 
 
+# --- fast attack: the short-window rate, less z standard deviations ---------------------
+
+
+@pytest.mark.parametrize(
+    ("fast", "window", "z", "expected"),
+    [
+        (None, 8.0, 1.0, 5.0),  # no short-window reading: the window rate
+        (9.0, 8.0, 1.0, 9.0 - math.sqrt(9.0 / 8.0)),  # 9 - 1.06: a real rise counts at once
+        (5.5, 8.0, 1.0, 5.0),  # 5.5 - 0.83 = 4.67 < 5: within noise, the window rate stands
+        (3.0, 8.0, 1.0, 5.0),  # a lower short rate never lowers the estimate
+        (5.5, 8.0, 0.0, 5.5),  # z = 0: the short rate as it is
+        (18.0, 2.0, 2.0, 18.0 - 2.0 * 3.0),  # 18 - 2 * sqrt(18 / 2) = 12
+        (9.0, None, 1.0, 5.0),  # no window length: cannot judge the noise, ignored
+        (9.0, 0.0, 1.0, 5.0),
+        (math.nan, 8.0, 1.0, 5.0),  # Prometheus' NaN: not observed
+        (-1.0, 8.0, 1.0, 5.0),
+    ],
+)
+def test_fast_attack_raises_the_estimate_only_past_the_noise(
+    fast: float | None, window: float | None, z: float, expected: float
+) -> None:
+    policy = ScalingPolicy(fast_attack_z=z)
+    decisions = run(
+        lambda t: Observation(request_rate=5.0, fast_request_rate=fast, fast_window_seconds=window),
+        [0.0],
+        policy=policy,
+    )
+    decision = decisions[0.0]
+    assert decision.observed_requests_per_second == pytest.approx(expected)
+    assert decision.demand.requests_per_second == pytest.approx(expected)
+    assert ("short-window rate" in decision.explanation) == (expected > 5.0)
+
+
+def test_fast_attack_rise_is_held_by_the_scale_down_window() -> None:
+    """A short-window rise is a rise like any other: kept for the window, then dropped."""
+    fast = {0.0: 5.0, 15.0: 12.0, 30.0: 5.0, 330.0: 5.0}
+    decisions = run(
+        lambda t: Observation(
+            request_rate=5.0, fast_request_rate=fast[t], fast_window_seconds=24.0
+        ),
+        fast,
+    )
+    raised = 12.0 - math.sqrt(12.0 / 24.0)
+    assert decisions[15.0].demand.requests_per_second == pytest.approx(raised)
+    assert decisions[30.0].demand.requests_per_second == pytest.approx(raised)
+    assert decisions[330.0].demand.requests_per_second == pytest.approx(5.0)
+
+
+def test_fast_attack_z_must_be_a_non_negative_number() -> None:
+    with pytest.raises(ValueError, match="fast_attack_z"):
+        ScalingPolicy(fast_attack_z=-0.5)
+
+
 # --- missing and stale metrics hold ------------------------------------------------------
 
 

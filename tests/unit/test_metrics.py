@@ -118,6 +118,25 @@ def test_percentile_window_and_pod_selection() -> None:
     assert tgi.matchers() == 'namespace="ns",pod=~"chat-.*"'
 
 
+def test_fast_window_adds_the_short_window_request_rate() -> None:
+    fast = model_queries(Engine.VLLM, SEL, 95.0, window="20s", fast_window="8s")
+    assert fast.request_rate_fast == f"sum(rate(vllm:request_success_total{{{M}}}[8s]))"
+    assert fast.request_rate == f"sum(rate(vllm:request_success_total{{{M}}}[20s]))"
+    tgi = model_queries(Engine.TGI, Selector("ns", None), 95.0, fast_window="24s")
+    assert tgi.request_rate_fast == (
+        'sum(rate(tgi_request_success{namespace="ns"}[24s])) or '
+        'sum(rate(tgi_request_count{namespace="ns"}[24s]))'
+    )
+    assert model_queries(Engine.VLLM, SEL, 95.0).request_rate_fast is None
+    assert model_queries(Engine.CUSTOM, SEL, 95.0, fast_window="8s").request_rate_fast is None
+    # A requestRate override has its own window: no short-window twin can be derived.
+    overrides = MetricsOverrides.model_validate({"requestRate": "sum(rate(gw_total[1m]))"})
+    own = model_queries(Engine.VLLM, SEL, 95.0, fast_window="8s", overrides=overrides)
+    assert own.request_rate_fast is None
+    with pytest.raises(ValueError, match="fast_window"):
+        model_queries(Engine.VLLM, SEL, 95.0, fast_window="8 s")
+
+
 def test_label_values_are_escaped() -> None:
     assert Selector('a"b', "x\\y").matchers() == 'namespace="a\\"b",model_name="x\\\\y"'
 

@@ -6,6 +6,7 @@ handlers read them. Tests build them directly with short intervals.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 FIELD_MANAGER = "infleet"
@@ -74,6 +75,10 @@ class AutoscaleSettings:
     metrics_window: str = "1m"
     """PromQL range of rates and percentiles: four 15 s scrapes, the usual minimum for
     ``rate()``; shorter windows follow a change sooner but are noisier."""
+    fast_window: str | None = None
+    """PromQL range of the short-window completion rate behind the fast attack
+    (:mod:`infleet.core.autoscale`): ``None`` means 40% of ``metrics_window`` (``1m`` ->
+    ``24s``), ``"0"`` turns it off. It needs at least two scrapes inside it to answer."""
     query_timeout_seconds: float = 5.0
     """Per query; an unreachable Prometheus costs at most this (times its retries) per cycle,
     because the remaining queries of the cycle are skipped after the first failure."""
@@ -82,6 +87,28 @@ class AutoscaleSettings:
     def enabled(self) -> bool:
         """Whether demand comes from live metrics."""
         return self.prometheus_url is not None
+
+    @property
+    def resolved_fast_window(self) -> str | None:
+        """The fast-attack window as a PromQL duration, or ``None`` when it is off."""
+        if self.fast_window == "0":
+            return None
+        if self.fast_window is not None:
+            return self.fast_window
+        millis = round(duration_seconds(self.metrics_window) * 400)
+        return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+_DURATION = re.compile(r"([1-9][0-9]*)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds of a single-unit PromQL duration (``500ms``, ``20s``, ``1m``, ``2h``)."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a duration such as 20s or 1m: {text!r}")
+    return int(match[1]) * _UNIT_SECONDS[match[2]]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ Signals (``None`` where an engine does not export one)
 * ``request_rate``: vLLM ``rate(vllm:request_success_total)``; SGLang the count of
   ``sglang:e2e_request_latency_seconds``; TGI ``tgi_request_success`` (or
   ``tgi_request_count``).
+* ``request_rate_fast``: the same completion rate over a short window (the operator's
+  ``--fast-window``, 40% of the metrics window by default), for the policy's fast attack.
 * ``queue_length``: ``vllm:num_requests_waiting``, ``sglang:num_queue_reqs``,
   ``tgi_queue_size``, summed.
 * ``inflight_growth``: ``deriv`` over a subquery of the requests in the engines, waiting plus
@@ -92,6 +94,9 @@ class ModelQueries:
 
     request_rate: str | None
     """Completed requests/s."""
+    request_rate_fast: str | None
+    """Completed requests/s over the short window (fast attack); ``None`` without one, and
+    with a ``requestRate`` override (its window is the user's)."""
     queue_length: str | None
     """Requests waiting."""
     inflight_growth: str | None
@@ -133,7 +138,9 @@ def _growth(inflight: str, window: str) -> str:
     return f"deriv(({inflight})[{window}:])"
 
 
-def _default(engine: Engine, selector: Selector, q: float, window: str) -> ModelQueries:
+def _default(
+    engine: Engine, selector: Selector, q: float, window: str, fast: str | None
+) -> ModelQueries:
     if engine is Engine.VLLM or engine is Engine.SGLANG:
         sel = selector.matchers()
         if engine is Engine.VLLM:
@@ -161,6 +168,7 @@ def _default(engine: Engine, selector: Selector, q: float, window: str) -> Model
         inflight = f"{queue} + sum({running}{{{sel}}})"
         return ModelQueries(
             request_rate=_rate(success, sel, window),
+            request_rate_fast=None if fast is None else _rate(success, sel, fast),
             queue_length=queue,
             inflight_growth=_growth(inflight, window),
             ttft=_quantile(q, (f"{p}time_to_first_token_seconds",), sel, window),
@@ -175,8 +183,10 @@ def _default(engine: Engine, selector: Selector, q: float, window: str) -> Model
         sel = replace(selector, model_name=None).matchers()
         queue = f"sum(tgi_queue_size{{{sel}}})"
         inflight = f"{queue} + sum(tgi_batch_current_size{{{sel}}})"
+        counters = ("tgi_request_success", "tgi_request_count")
         return ModelQueries(
-            request_rate=_rate(("tgi_request_success", "tgi_request_count"), sel, window),
+            request_rate=_rate(counters, sel, window),
+            request_rate_fast=None if fast is None else _rate(counters, sel, fast),
             queue_length=queue,
             inflight_growth=_growth(inflight, window),
             ttft=None,
@@ -187,7 +197,7 @@ def _default(engine: Engine, selector: Selector, q: float, window: str) -> Model
             last_scrape=f"max(timestamp(tgi_queue_size{{{sel}}}))",
             replicas=f"count(tgi_queue_size{{{sel}}})",
         )
-    return ModelQueries(None, None, None, None, None, None, None, None, None, None)
+    return ModelQueries(None, None, None, None, None, None, None, None, None, None, None)
 
 
 def model_queries(
@@ -196,14 +206,17 @@ def model_queries(
     percentile: float,
     *,
     window: str = "1m",
+    fast_window: str | None = None,
     overrides: MetricsOverrides | None = None,
 ) -> ModelQueries:
-    """The queries for one model (or one variant's pods) of ``engine`` (module docs)."""
+    """The queries for one model (or one variant's pods) of ``engine`` (module docs);
+    ``fast_window`` adds the completion rate over that short window."""
     if not 0 < percentile < 100:
         raise ValueError(f"percentile must be strictly between 0 and 100, got {percentile!r}")
-    if not re.fullmatch(r"[0-9]+(ms|s|m|h)", window):
-        raise ValueError(f"window must be a PromQL duration such as 30s or 1m, got {window!r}")
-    queries = _default(engine, selector, percentile / 100.0, window)
+    for name, value in (("window", window), ("fast_window", fast_window)):
+        if value is not None and not re.fullmatch(r"[0-9]+(ms|s|m|h)", value):
+            raise ValueError(f"{name} must be a PromQL duration such as 30s or 1m, got {value!r}")
+    queries = _default(engine, selector, percentile / 100.0, window, fast_window)
     if overrides is None:
         return queries
     queue = overrides.queue_length or queries.queue_length
@@ -213,6 +226,7 @@ def model_queries(
     return replace(
         queries,
         request_rate=overrides.request_rate or queries.request_rate,
+        request_rate_fast=None if overrides.request_rate else queries.request_rate_fast,
         queue_length=queue,
         inflight_growth=growth,
         ttft=overrides.ttft or queries.ttft,

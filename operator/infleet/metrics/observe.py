@@ -51,6 +51,10 @@ class ModelMetrics:
 
     request_rate: float | None = None
     """Completed requests/s."""
+    fast_request_rate: float | None = None
+    """Completed requests/s over the short window (``None``: not read)."""
+    fast_window_seconds: float | None = None
+    """Length of the short window, seconds (``None``: no short window)."""
     queue_length: float | None = None
     inflight_growth: float | None = None
     """Requests/s the requests in the engines (waiting + running) grew by over the window
@@ -88,6 +92,8 @@ class ModelMetrics:
         """
         return Observation(
             request_rate=self.request_rate,
+            fast_request_rate=self.fast_request_rate,
+            fast_window_seconds=self.fast_window_seconds,
             queue_length=self.queue_length,
             ttft_ms=self.ttft_ms,
             tpot_ms=self.tpot_ms,
@@ -163,6 +169,7 @@ def _read(
     now: float,
     wake_query: str | None,
     window_seconds: float,
+    fast_window_seconds: float | None = None,
 ) -> ModelMetrics:
     reader = _Reader(client)
     got = {signal: reader.value(signal, query) for signal, query in queries.items()}
@@ -177,8 +184,11 @@ def _read(
         age = math.inf
     ttft, tpot = got["ttft"], got["tpot"]
     replicas = got["replicas"]
+    fast = got["request_rate_fast"]
     return ModelMetrics(
         request_rate=rate,
+        fast_request_rate=fast,
+        fast_window_seconds=None if fast is None else fast_window_seconds,
         queue_length=got["queue_length"],
         inflight_growth=got["inflight_growth"],
         ttft_ms=None if ttft is None else ttft * 1000.0,
@@ -200,16 +210,26 @@ def read_model_metrics(
     *,
     deployments: Sequence[str] = (),
     window: str = "1m",
+    fast_window: str | None = None,
 ) -> ModelMetrics:
-    """All signals of ``model`` at Unix time ``now``, with its overrides and wake query."""
+    """All signals of ``model`` at Unix time ``now``, with its overrides and wake query;
+    ``fast_window`` adds the completion rate over that short window (fast attack)."""
     queries = model_queries(
         model.spec.engine,
         model_selector(model, deployments),
         model.spec.slo.percentile,
         window=window,
+        fast_window=fast_window,
         overrides=model.spec.metrics,
     )
-    return _read(client, queries, now, model.spec.scale_to_zero.wake_query, _window_seconds(window))
+    return _read(
+        client,
+        queries,
+        now,
+        model.spec.scale_to_zero.wake_query,
+        _window_seconds(window),
+        None if fast_window is None else _window_seconds(fast_window),
+    )
 
 
 def read_model_observation(

@@ -161,10 +161,13 @@ class Autoscaler:
         client: PrometheusClient,
         *,
         window: str = "1m",
+        fast_window: str | None = None,
         policy: ScalingPolicy | None = None,
     ) -> None:
         self.client = client
         self.window = window
+        self.fast_window = fast_window
+        """Range of the short-window completion rate (fast attack); ``None``: not read."""
         self.settle_seconds = SETTLE_WINDOWS * window_seconds(window)
         """Seconds after a change of a model's fleet before calibration may derate it."""
         self.policy = policy or ScalingPolicy()
@@ -263,7 +266,9 @@ class Autoscaler:
         spec = model.spec
         policy = policy_for_model(spec, self.policy)
         if down is None:
-            metrics = read_model_metrics(self.client, model, now, window=self.window)
+            metrics = read_model_metrics(
+                self.client, model, now, window=self.window, fast_window=self.fast_window
+            )
         else:
             metrics = ModelMetrics(errors=(down,))
         if metrics.errors:
@@ -352,4 +357,6 @@ def autoscaler_from_settings(settings: AutoscaleSettings) -> Autoscaler | None:
     # httpx logs every request at INFO: a dozen lines per model per cycle.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     client = PrometheusClient(settings.prometheus_url, timeout=settings.query_timeout_seconds)
-    return Autoscaler(client, window=settings.metrics_window)
+    return Autoscaler(
+        client, window=settings.metrics_window, fast_window=settings.resolved_fast_window
+    )
