@@ -100,6 +100,8 @@ def _run(
     presolve: bool,
     gap: float,
     start: FloatArray | None = None,
+    *,
+    mip: bool = False,
 ) -> Any:
     options = core.HighsOptions()
     options.presolve = "on" if presolve else "off"
@@ -109,6 +111,12 @@ def _run(
     options.log_to_console = False
     highs = core._Highs()
     highs.passOptions(options)
+    if mip:
+        # HiGHS's feasibility jump heuristic (1.8+) runs before the root LP and costs ~4 ms per
+        # closing program on 100 x 10 fleets; these programs always carry a cutoff row at the
+        # plan in hand (or start from it), so a quick first plan is worth nothing to them. An
+        # older HiGHS without the option just reports an error status here, which is ignored.
+        highs.setOptionValue("mip_heuristic_run_feasibility_jump", False)
     highs.passModel(lp)
     if start is not None:
         solution = core.HighsSolution()
@@ -175,7 +183,7 @@ def solve_mip(
         core = _CORE
         lp = _model(core, cost, matrix, row_lower, row_upper, col_upper)
         lp.integrality_ = [core.HighsVarType.kInteger] * matrix.shape[1]
-        highs = _run(core, lp, time_limit_seconds, True, mip_rel_gap, start)
+        highs = _run(core, lp, time_limit_seconds, True, mip_rel_gap, start, mip=True)
         status = highs.getModelStatus()
         info = highs.getInfo()
     except (AttributeError, TypeError):
