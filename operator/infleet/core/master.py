@@ -496,16 +496,15 @@ def _start(
     counts = plan.astype(np.float64)
     x[:nt] = counts
     padded = np.zeros(dec.n_items + 1)
-    padded[:-1] = [counts[t[m]].sum() for t, m in zip(dec.item_triples, dec.item_mask, strict=True)]
-    for pos in np.flatnonzero(~written).tolist():
-        first, last = int(dec.col_start[pos]), int(dec.col_start[pos + 1])
-        want = padded[dec.col_items[first:last]]
-        match = np.flatnonzero(
-            (np.abs(dec.col_counts[first:last] - want) < 0.5).all(axis=1) & col_keep[first:last]
-        )
-        if len(match) == 0:
-            return None
-        x[nt + first + int(match[0])] = 1.0
+    padded[:-1] = np.where(dec.item_mask, counts[np.maximum(dec.item_triples, 0)], 0.0).sum(axis=1)
+    # Per column: whether it gives every item exactly the plan's replicas (and survived).
+    fits = (np.abs(dec.col_counts - padded[dec.col_items]) < 0.5).all(axis=1) & col_keep
+    wanted = ~written
+    hit = np.flatnonzero(fits & wanted[dec.col_model])
+    first = np.unique(dec.col_model[hit], return_index=True)[1]
+    if len(first) != int(wanted.sum()):
+        return None
+    x[nt + hit[first]] = 1.0
     result: FloatArray = x[keep]
     return result
 
