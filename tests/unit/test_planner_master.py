@@ -187,6 +187,26 @@ def test_master_bound_never_above_highs_optimum(seed: int) -> None:
     assert lp.bound <= reference.cost_per_hour + 1e-6 * accelerators + 1e-7
 
 
+@PROPERTY
+@given(seeds)
+def test_simple_pricing_reaches_the_same_lp_bound(seed: int) -> None:
+    # Dantzig pricing without scaling (small fleets) may stop at another optimal vertex, but
+    # the LP value, and so the bound recomputed at its prices, is the same.
+    index = build_index(mid_fleet(seed, models=10, pools=5))
+    dec = Decomposition(index, EXACT_COLUMN_LIMIT)
+    if not dec.active:
+        return
+    plain = solve_master_lp(dec, 5.0, presolve=False)
+    simple = solve_master_lp(dec, 5.0, presolve=False, simple_pricing=True)
+    assert isinstance(plain, MasterLP) == isinstance(simple, MasterLP)
+    if not isinstance(plain, MasterLP) or not isinstance(simple, MasterLP):
+        assert plain == simple
+        return
+    assert simple.bound == pytest.approx(plain.bound, rel=1e-7, abs=1e-7)
+    assert np.allclose(np.add.reduceat(simple.y, dec.col_start[:-1]), 1.0, atol=1e-7)
+    assert simple.replicas.min() >= -1e-9
+
+
 def _with_unplaceable(min_replicas: int) -> PlanProblem:
     # m0 has no pool of its type (NoMatchingPool) but asks for replicas; m1 needs 2 x 10 rps.
     lost = ModelRequest(

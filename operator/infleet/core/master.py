@@ -115,12 +115,17 @@ def _program(dec: Decomposition) -> _Program:
 
 
 def solve_master_lp(
-    dec: Decomposition, time_limit_seconds: float, *, presolve: bool = True
+    dec: Decomposition,
+    time_limit_seconds: float,
+    *,
+    presolve: bool = True,
+    simple_pricing: bool = False,
 ) -> MasterLP | str:
     """Solve the LP relaxation; ``"infeasible"`` (shortage) or ``"failed"`` (time, numerics).
 
     ``presolve=False`` saves ~30% at 100 models and 0-25% at 1,000 (measured through the direct
     binding; through `linprog` the large LP once needed presolve to finish in time).
+    ``simple_pricing`` (see `infleet.core.planner_highs.solve_lp`) is for small fleets.
     """
     program = _program(dec)
     nt = dec.index.n_triples
@@ -131,6 +136,7 @@ def solve_master_lp(
         np.concatenate([program.b_eq, program.cap]),
         time_limit_seconds=time_limit_seconds,
         presolve=presolve,
+        simple_pricing=simple_pricing,
     )
     if direct is not None:
         if direct.status != "optimal":

@@ -205,7 +205,7 @@ def plan_fleet(
                 left = deadline - reserve - time.perf_counter()
         if left > 0 and not isinstance(lp, MasterLP) and hint is None:
             # Not after a stop for time: the full LP is slower still.
-            lp = solve_master_lp(dec, left, presolve=False)
+            lp = solve_master_lp(dec, left, presolve=False, simple_pricing=small)
     if isinstance(lp, MasterLP):
         planned = _plan_from_master(index, dec, lp, wanted, start, time_limit_seconds, stop)
         if planned is not None:
