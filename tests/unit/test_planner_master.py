@@ -246,7 +246,7 @@ def test_close_gap_guesses_below_and_above_the_optimum() -> None:
     # (its optimum is the optimum) must give the optimum of the whole closing program, which
     # must match HiGHS on the full program; the bound stays valid throughout.
     info = SolverInfo("test", 0.0, 0.0)
-    both = 0
+    both = below = 0
     for seed in range(400):
         problem = mid_fleet(seed, models=8, pools=3)
         found = _master(problem)
@@ -256,7 +256,7 @@ def test_close_gap_guesses_below_and_above_the_optimum() -> None:
         upper = round_master(dec, lp, time.perf_counter() + 5.0)
         if upper is None or not _serves_everyone(dec.index, upper):
             continue
-        whole = close_gap(dec, lp, upper, 5.0, guesses=())
+        whole = close_gap(dec, lp, upper, 5.0, guesses=(), small_gap_guess=0.0)
         assert whole is not None
         optimum = objective(dec.index, whole.replicas)
         share = (optimum - lp.bound) / abs(lp.bound)
@@ -273,7 +273,18 @@ def test_close_gap_guesses_below_and_above_the_optimum() -> None:
             value = objective(dec.index, closed.replicas)
             assert value == pytest.approx(optimum, abs=1e-6)
             assert value - 1e-6 <= closed.bound <= value + 1e-9
+        # No fixed guess fits: a share of the whole gap is guessed instead, below the optimum
+        # (0.05 of the gap when the optimum is higher), or above it.
+        in_hand = objective(dec.index, upper) - lp.bound
+        below += 0.05 * in_hand < optimum - lp.bound
+        for small_gap_guess in (0.05, 0.25, 0.9):
+            closed = close_gap(dec, lp, upper, 5.0, guesses=(), small_gap_guess=small_gap_guess)
+            assert closed is not None
+            value = objective(dec.index, closed.replicas)
+            assert value == pytest.approx(optimum, abs=1e-6)
+            assert value - 1e-6 <= closed.bound <= value + 1e-9
     assert both >= 2, "too few fleets where both guesses are tried to mean anything"
+    assert below >= 2, "too few fleets where the small-gap guess fails to mean anything"
 
 
 @pytest.mark.parametrize(("column_limit", "direct_columns"), [(EXACT_COLUMN_LIMIT, 0), (3, 256)])
