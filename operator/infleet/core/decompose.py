@@ -365,21 +365,35 @@ def _enumerate_pruned(
             1.0 + cap_r
         )
 
+    # The leaf's arithmetic is `_enumerate_small`'s, written out (`_ceil_scalar` and `max`
+    # inline: the walk is pure Python and these calls were a third of its time).
+    ceil = math.ceil
+    bound_p = bound[pivot]
+    spot_p = spot_c[pivot]
+    limited = fraction < 1
+
     def leaf(cap_r: float, spot_r: float, n_r: int) -> None:
-        need = max(_ceil_scalar((target - cap_r) / c_p), low - n_r)
-        if fraction < 1:
+        x = (target - cap_r) / c_p
+        need = ceil(x - tol * (1.0 + abs(x)))
+        if low - n_r > need:
+            need = low - n_r
+        if limited:
             if fraction <= 0 < spot_r:
                 return
             if fraction > 0:
-                need = max(need, _ceil_scalar((spot_r / fraction - cap_r) / c_p))
-        need = max(need, 0)
-        if need > bound[pivot] or n_r + need > high:
+                x = (spot_r / fraction - cap_r) / c_p
+                more = ceil(x - tol * (1.0 + abs(x)))
+                if more > need:
+                    need = more
+        if need < 0:
+            need = 0
+        if need > bound_p or n_r + need > high:
             return
         cap = cap_r + need * c_p
-        on_spot = spot_r + need * spot_c[pivot]
+        on_spot = spot_r + need * spot_p
         n = n_r + need
         if not (
-            cap >= floor and low <= n <= high and (fraction >= 1 or on_spot - fraction * cap <= tol)
+            cap >= floor and low <= n <= high and (not limited or on_spot - fraction * cap <= tol)
         ):
             return
         for i in others:
@@ -388,7 +402,7 @@ def _enumerate_pruned(
                 if (
                     less >= floor
                     and n - 1 >= low
-                    and (fraction >= 1 or on_spot - spot_c[i] - fraction * less <= tol)
+                    and (not limited or on_spot - spot_c[i] - fraction * less <= tol)
                 ):
                     return
         column = counts.copy()
@@ -402,25 +416,30 @@ def _enumerate_pruned(
             return True
         i = order[d]
         c = capacity[i]
+        s_c = spot_c[i]
         holding = [
             min(least[0], c),
             min(least[1], c) if as_spot[i] else least[1],
             min(least[2], c) if as_plain[i] else least[2],
         ]
+        deepest = d + 1 == depth
         for count in range(bound[i] + 1):
             visited += 1
             if visited > limit:
                 return False
             counts[i] = count
             cap = cap_r + count * c
-            on_spot = spot_r + count * spot_c[i]
+            on_spot = spot_r + count * s_c
             n = n_r + count
             if n > high or (fraction <= 0 < on_spot):
                 break
             now = holding if count else least
             if removable(d + 1, cap, on_spot, n, now):
                 continue
-            if not walk(d + 1, cap, on_spot, n, now):
+            if deepest:
+                # walk(depth) only calls the leaf.
+                leaf(cap, on_spot, n)
+            elif not walk(d + 1, cap, on_spot, n, now):
                 return False
         counts[i] = 0
         return True
