@@ -386,9 +386,10 @@ def reaction(
     interval: float = 5.0,
     hold: float = 60.0,
     levels: Sequence[float] = LEVELS,
-) -> list[float | None]:
+) -> list[tuple[float | None, int]]:
     """The benchmark's staircase (phase 1) for infleet: per step, ``t_req - t_prom`` in
-    seconds (``None``: no scale-up within the hold), with ``t_prom`` when the window's
+    seconds (``None``: no scale-up within the hold) and the replicas before the step, with
+    ``t_prom`` when the window's
     request-rate query moved (:func:`autoscale.first_moved`) and ``t_req`` the first cycle
     asking for more replicas. ``seed`` draws the arrivals and the phases of the scrapes and
     cycles against the steps."""
@@ -410,14 +411,14 @@ def reaction(
     next_scrape = t + (seed * 0.37) % SCRAPE
     next_cycle = t + (seed * 1.3) % interval
     history: list[tuple[float, float]] = []
-    delays: list[float | None] = []
+    delays: list[tuple[float | None, int]] = []
     step, before, ceiling = 0, 0, 0.0
     t_req: float | None = None
     moved_series: list[tuple[float, float]] = []
 
     def close() -> None:
         moved = first_moved(moved_series, ceiling)
-        delays.append(None if moved is None or t_req is None else t_req - moved)
+        delays.append((None if moved is None or t_req is None else t_req - moved, before))
 
     while t < at:
         if step < len(starts) and t >= starts[step] - 1e-9:
@@ -491,7 +492,7 @@ def _seeds(text: str) -> list[int]:
 def print_reaction(seeds: Sequence[int], jobs: int) -> int:
     print("Offline staircase 3, 7, 13, 21, 30, 42 req/s (60 s holds, staggered); infleet "
           "--interval 5 --metrics-window 20s;\nt_req - t_prom per step, s "
-          "(- : none in the hold)")  # fmt: skip
+          "(- : none in the hold), (replicas before the step)")  # fmt: skip
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         runs = {
             fast: [pool.submit(reaction, seed, fast=fast) for seed in seeds]
@@ -501,10 +502,10 @@ def print_reaction(seeds: Sequence[int], jobs: int) -> int:
             label = "fast attack (8s)" if fast else "window rate only"
             medians = []
             for seed, future in zip(seeds, futures, strict=True):
-                delays = future.result()
-                counted = [60.0 if d is None else d for d in delays]
+                steps = future.result()
+                counted = [60.0 if d is None else d for d, _ in steps]
                 medians.append(statistics.median(counted))
-                shown = " ".join("-" if d is None else f"{d:5.1f}" for d in delays)
+                shown = " ".join(f"{'-' if d is None else f'{d:.1f}':>5} ({n})" for d, n in steps)
                 print(f"{label:<18} seed {seed:>2}: {shown}   median {medians[-1]:5.1f}")
             within = sum(1 for m in medians if m <= 5.0)
             print(f"{label:<18} median of medians {statistics.median(medians):.1f} s; "

@@ -259,6 +259,31 @@ def test_fast_attack_raises_the_estimate_only_past_the_noise(
     assert ("short-window rate" in decision.explanation) == (expected > 5.0)
 
 
+@pytest.mark.parametrize(
+    ("growth", "expected"),
+    [
+        (2.0, 9.0 - math.sqrt(9.0 / 8.0)),  # max(5 + 2, 7.94): not 7.94 + 2
+        (4.0, 9.0),  # the window's arrivals (5 + 4) are the larger
+        (None, 9.0 - math.sqrt(9.0 / 8.0)),
+    ],
+)
+def test_fast_attack_competes_with_arrivals_not_completions(
+    growth: float | None, expected: float
+) -> None:
+    """The short-window rate already counts the arrivals the in-flight growth adds back:
+    adding both would count a step twice while it is under way."""
+    decisions = run(
+        lambda t: Observation(
+            request_rate=5.0,
+            fast_request_rate=9.0,
+            fast_window_seconds=8.0,
+            inflight_growth=growth,
+        ),
+        [0.0],
+    )
+    assert decisions[0.0].observed_requests_per_second == pytest.approx(expected)
+
+
 def test_fast_attack_rise_is_held_by_the_scale_down_window() -> None:
     """A short-window rise is a rise like any other: kept for the window, then dropped."""
     fast = {0.0: 5.0, 15.0: 12.0, 30.0: 5.0, 330.0: 5.0}
