@@ -349,22 +349,6 @@ def _enumerate_pruned(
     as_spot = [share and spot[i] and (1 - fraction) * capacity[i] > _PRUNE_MARGIN for i in range(k)]
     as_plain = [share and not spot[i] for i in range(k)]
 
-    def removable(d: int, cap_r: float, spot_r: float, n_r: int, least: list[float]) -> bool:
-        # Some replica among the first d items can go whatever the rest adds. ``least`` holds the
-        # smallest capacity of an item holding replicas so far, per test (any item without a
-        # share, spot, non-spot): the smaller the capacity, the easier both tests pass, so only
-        # that item needs checking.
-        if n_r - 1 < low:
-            return False
-        if not share:
-            return cap_r - least[0] >= floor
-        if cap_r - least[1] >= floor:
-            return True
-        rest = cap_r - least[2]
-        return rest >= floor and spot_r + spot_left[d] <= fraction * rest - _PRUNE_MARGIN * (
-            1.0 + cap_r
-        )
-
     # The leaf's arithmetic is `_enumerate_small`'s, written out (`_ceil_scalar` and `max`
     # inline: the walk is pure Python and these calls were a third of its time).
     ceil = math.ceil
@@ -423,6 +407,7 @@ def _enumerate_pruned(
             min(least[2], c) if as_plain[i] else least[2],
         ]
         deepest = d + 1 == depth
+        spot_next = spot_left[d + 1]
         for count in range(bound[i] + 1):
             visited += 1
             if visited > limit:
@@ -434,8 +419,23 @@ def _enumerate_pruned(
             if n > high or (fraction <= 0 < on_spot):
                 break
             now = holding if count else least
-            if removable(d + 1, cap, on_spot, n, now):
-                continue
+            # Some replica among the items so far can go whatever the rest adds: skip the
+            # subtree. ``now`` holds the smallest capacity of an item holding replicas so far,
+            # per test (any item without a share, spot, non-spot): the smaller the capacity, the
+            # easier both tests pass, so only that item needs checking. (Written out: this runs
+            # at every node.)
+            if n - 1 >= low:
+                if not share:
+                    if cap - now[0] >= floor:
+                        continue
+                elif cap - now[1] >= floor:
+                    continue
+                else:
+                    rest = cap - now[2]
+                    if rest >= floor and on_spot + spot_next <= fraction * rest - _PRUNE_MARGIN * (
+                        1.0 + cap
+                    ):
+                        continue
             if deepest:
                 # walk(depth) only calls the leaf.
                 leaf(cap, on_spot, n)
