@@ -47,7 +47,8 @@ Algorithm (``plan_fleet``):
 2. Master LP (`infleet.core.master`): one HiGHS LP over the columns and the per-pool split of
    every item (the Dantzig-Wolfe master), without HiGHS's presolve (it costs more than it
    saves: ~30% at 100 models, 0-25% at 1,000 through the direct binding of
-   `infleet.core.planner_highs`). Its pool duals are the optimal pool prices;
+   `infleet.core.planner_highs`; on small fleets by the dual simplex with Dantzig pricing and
+   no scaling, ~20% faster there). Its pool duals are the optimal pool prices;
    the Lagrangian value recomputed exactly at those prices is the proven lower bound. On
    large fleets the same LP is first solved by column generation over whole-model plans
    (`infleet.core.master_dw`: 1.5-3x faster at 1,000 models, and usable if stopped early);
@@ -66,9 +67,12 @@ Algorithm (``plan_fleet``):
    every column and pool that cannot be part of a cheaper plan, and HiGHS solves the integer
    master on what is left: only the surviving variables and their rows, plus a cutoff row
    (cost below the plan in hand), so "infeasible" proves the plan optimal. Smaller gaps above
-   the bound are guessed first (0.15%, 0.6%, 1.5%): fewer variables survive, and each such
-   program is exact below its cutoff ("infeasible" there raises the bound and the next guess
-   is tried). Exact without churn; with churn, small fleets go to HiGHS on the full program.
+   the bound are guessed first (0.15%, 0.6%, 1.5%, or a quarter of the gap in hand when none
+   of those is small enough): fewer variables survive, and each such program is exact below
+   its cutoff ("infeasible" there raises the bound and the next guess is tried). HiGHS runs
+   them without its feasibility jump heuristic (a first plan is worth nothing to a program
+   with a cutoff). Exact without churn; with churn, small fleets go to HiGHS on the full
+   program.
 5. Fallbacks: if the LP is infeasible (not everything fits), the lexicographic program goes to
    HiGHS (`infleet.core.milp`); if the LP fails (time, numerics) or no model needs anything, the
    older subgradient decomposition (`infleet.core.lagrange`) runs, with HiGHS after it. On a
