@@ -164,30 +164,37 @@ def _refill_pool(
     moves: list[tuple[int, int, bool]] = []
     """Per group: (triple on p, other triple, whether the group is on p now)."""
     held = 0
+    # Plain lists: the loop reads a handful of entries per item, where numpy's per-element
+    # access was most of the time.
+    now = replicas.tolist()
+    room_left = rem.tolist()
+    price = unit.tolist()
+    pool_of = index.t_pool.tolist()
+    size = dec.item_acc.tolist()
     for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
-        a = int(dec.item_acc[row])
+        a = size[row]
         here = int(dec.item_triples[row, col])
         triples = dec.item_triples[row][dec.item_mask[row]]
-        price_here = float(unit[here]) * a
-        on_p = int(replicas[here])
+        price_here = price[here] * a
+        on_p = now[here]
         alt = -1
         for j in triples.tolist():
             if j == here:
                 continue
-            n = int(replicas[j])
-            cost = float(unit[j]) * a
+            n = now[j]
+            cost = price[j] * a
             if n > 0 and cost > price_here + 1e-12:
                 weights.append(a)
                 values.append(cost - price_here)
                 counts.append(n)
                 moves.append((here, j, False))
-            if rem[index.t_pool[j]] >= a and (alt < 0 or cost < float(unit[alt]) * a):
+            if room_left[pool_of[j]] >= a and (alt < 0 or cost < price[alt] * a):
                 alt = j
         if on_p:
             held += on_p * a
             if alt >= 0:
                 weights.append(a)
-                values.append(float(unit[alt]) * a - price_here)
+                values.append(price[alt] * a - price_here)
                 counts.append(on_p)
                 moves.append((here, alt, True))
     incoming = sum(w * n for w, n, (_, _, on) in zip(weights, counts, moves, strict=True) if not on)
