@@ -555,11 +555,18 @@ class Decomposition:
         self.col_start = np.asarray(starts, dtype=np.int64)
         self.col_model = np.repeat(np.arange(len(self.active)), np.diff(self.col_start))
 
-    def price_items(self, lam: FloatArray) -> tuple[FloatArray, IntArray]:
-        """Per item: cost of one replica at its cheapest pool under ``lam``, and that triple."""
+    def price_items(
+        self, lam: FloatArray, extra: FloatArray | None = None
+    ) -> tuple[FloatArray, IntArray]:
+        """Per item: cost of one replica at its cheapest pool under ``lam``, and that triple.
+
+        ``extra`` adds a price per accelerator and triple (the closing step's pool cuts).
+        """
         index = self.index
         safe = np.maximum(self.item_triples, 0)
         per_acc = index.t_price[safe] + TIE_BREAK_PER_ACCELERATOR_HOUR + lam[index.t_pool[safe]]
+        if extra is not None:
+            per_acc = per_acc + extra[safe]
         per_acc = np.where(self.item_mask, per_acc, _INF)
         best = np.argmin(per_acc, axis=1)
         rows = np.arange(self.n_items)
