@@ -7,8 +7,10 @@ accelerators each). Divided by ``d`` and rounded (mixed-integer rounding, MIR), 
 
 with ``f_t`` and ``f`` the fractional parts of ``a_t / d`` and ``C / d``. Every integer plan
 within the pool satisfies it; an LP plan need not: a spot pool of 47 accelerators holds at most
-five 8-accelerator replicas, where the LP packs 5.5 of them (100x10 seed 28's pool 8). These
-rows are added to the restricted closing programs so HiGHS starts from them.
+five 8-accelerator replicas, where the LP packs 5.5 of them (100x10 seed 28's pool 8). The
+closing step (:func:`infleet.core.master.close_gap`) re-solves the master LP with the rows its
+plan breaks, from the LP's basis, and takes the bound and reduced costs from that solve when the
+bound is higher (adding them to the restricted programs as well gained nothing).
 """
 
 from __future__ import annotations
