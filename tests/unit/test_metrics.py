@@ -36,7 +36,7 @@ M = 'namespace="prod",model_name="meta-llama/Llama-3.1-8B"'
             Engine.VLLM,
             "inflight_growth",
             f"deriv((sum(vllm:num_requests_waiting{{{M}}}) + "
-            f"sum(vllm:num_requests_running{{{M}}}))[1m:])",
+            f"sum(vllm:num_requests_running{{{M}}}))[1m:6s])",
         ),
         (
             Engine.VLLM,
@@ -82,13 +82,13 @@ M = 'namespace="prod",model_name="meta-llama/Llama-3.1-8B"'
             Engine.SGLANG,
             "inflight_growth",
             f"deriv((sum(sglang:num_queue_reqs{{{M}}}) + sum(sglang:num_running_reqs{{{M}}}))"
-            "[1m:])",
+            "[1m:6s])",
         ),
         (
             Engine.TGI,
             "inflight_growth",
             'deriv((sum(tgi_queue_size{namespace="prod"}) + '
-            'sum(tgi_batch_current_size{namespace="prod"}))[1m:])',
+            'sum(tgi_batch_current_size{namespace="prod"}))[1m:6s])',
         ),
         (
             Engine.TGI,
@@ -137,6 +137,18 @@ def test_fast_window_adds_the_short_window_request_rate() -> None:
         model_queries(Engine.VLLM, SEL, 95.0, fast_window="8 s")
 
 
+@pytest.mark.parametrize(
+    ("window", "step"),
+    [("1m", "6s"), ("20s", "2s"), ("8s", "800ms"), ("90s", "9s"), ("2h", "720s"), ("5ms", "1ms")],
+)
+def test_growth_subquery_steps_a_tenth_of_the_window(window: str, step: str) -> None:
+    """Without an explicit step the subquery would use the server's evaluation interval (1m by
+    default): one point in a 1m window, no slope."""
+    queries = model_queries(Engine.VLLM, SEL, 95.0, window=window)
+    assert queries.inflight_growth is not None
+    assert queries.inflight_growth.endswith(f"[{window}:{step}])")
+
+
 def test_label_values_are_escaped() -> None:
     assert Selector('a"b', "x\\y").matchers() == 'namespace="a\\"b",model_name="x\\\\y"'
 
@@ -147,7 +159,7 @@ def test_overrides_replace_defaults_and_drive_inflight_growth() -> None:
     )
     queries = model_queries(Engine.VLLM, SEL, 95.0, overrides=overrides)
     assert queries.request_rate == "sum(rate(gw_requests_total[1m]))"
-    assert queries.inflight_growth == "deriv((sum(gw_queue))[1m:])"
+    assert queries.inflight_growth == "deriv((sum(gw_queue))[1m:6s])"
     assert queries.ttft == model_queries(Engine.VLLM, SEL, 95.0).ttft
     custom = model_queries(Engine.CUSTOM, SEL, 95.0, overrides=overrides)
     assert custom.request_rate == "sum(rate(gw_requests_total[1m]))"

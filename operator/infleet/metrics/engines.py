@@ -20,7 +20,8 @@ Signals (``None`` where an engine does not export one)
   ``--fast-window``, 40% of the metrics window by default), for the policy's fast attack.
 * ``queue_length``: ``vllm:num_requests_waiting``, ``sglang:num_queue_reqs``,
   ``tgi_queue_size``, summed.
-* ``inflight_growth``: ``deriv`` over a subquery of the requests in the engines, waiting plus
+* ``inflight_growth``: ``deriv`` over a subquery (step: a tenth of the window, not the server's
+  evaluation interval) of the requests in the engines, waiting plus
   running (``vllm:num_requests_running``, ``sglang:num_running_reqs``,
   ``tgi_batch_current_size``): arrivals = completions + this growth. The queue alone misses
   the requests that arrived and got a batch slot but have not finished yet, which is most of
@@ -134,8 +135,23 @@ def _rate(counters: tuple[str, ...], sel: str, window: str) -> str:
     return " or ".join(f"sum(rate({name}{{{sel}}}[{window}]))" for name in counters)
 
 
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def _subquery_step(window: str) -> str:
+    """A tenth of ``window`` (at least 1 ms), as a PromQL duration.
+
+    Without an explicit step a subquery uses the server's global evaluation interval: 1m by
+    default, which leaves a single point in a 1m window and no slope at all."""
+    match = re.fullmatch(r"([0-9]+)(ms|s|m|h)", window)
+    if match is None:
+        raise ValueError(f"window must be a PromQL duration such as 30s or 1m, got {window!r}")
+    millis = max(1, int(match[1]) * _UNIT_MS[match[2]] // 10)
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
 def _growth(inflight: str, window: str) -> str:
-    return f"deriv(({inflight})[{window}:])"
+    return f"deriv(({inflight})[{window}:{_subquery_step(window)}])"
 
 
 def _default(
