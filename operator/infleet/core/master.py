@@ -136,14 +136,8 @@ def solve_master_lp(
     """
     program = _program(dec)
     nt = dec.index.n_triples
-    direct = solve_lp(
-        program.cost,
-        _stack(program).tocsc(),
-        np.concatenate([program.b_eq, np.full(len(program.cap), -np.inf)]),
-        np.concatenate([program.b_eq, program.cap]),
-        time_limit_seconds=time_limit_seconds,
-        presolve=presolve,
-        simple_pricing=simple_pricing,
+    direct = _solve_program(
+        program, time_limit_seconds, presolve=presolve, simple_pricing=simple_pricing
     )
     if direct is not None:
         if direct.status != "optimal":
@@ -428,15 +422,7 @@ def _cut_prices(
             vstack([program.a_pool, rows]).tocsr(),
             np.concatenate([program.cap, found.rhs]),
         )
-        answer = solve_lp(
-            cut.cost,
-            _stack(cut).tocsc(),
-            np.concatenate([cut.b_eq, np.full(len(cut.cap), -np.inf)]),
-            np.concatenate([cut.b_eq, cut.cap]),
-            time_limit_seconds=time_limit_seconds,
-            presolve=False,
-            simple_pricing=True,
-        )
+        answer = _solve_program(cut, time_limit_seconds, presolve=False, simple_pricing=True)
     if answer is None or answer.status != "optimal":
         return None
     duals = np.maximum(0.0, -answer.row_dual[len(program.b_eq) :])
@@ -672,6 +658,27 @@ def _direct_rows(
     return matrix, np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
 
 
+def pool_reach(dec: Decomposition, most: IntArray, triples: BoolArray | None = None) -> FloatArray:
+    """Accelerators each pool would hold with every triple (of ``triples``, default all) at
+    ``most[item]`` replicas of its item (``most`` per item, one padding entry at the end)."""
+    index = dec.index
+    per_triple = np.zeros(index.n_triples, dtype=np.int64)
+    per_triple[dec.item_triples[dec.item_mask]] = np.broadcast_to(
+        most[:-1, None], dec.item_triples.shape
+    )[dec.item_mask]
+    if triples is not None:
+        per_triple = per_triple * triples
+    reach: FloatArray = np.asarray(
+        np.bincount(
+            index.t_pool,
+            weights=(per_triple * index.t_accelerators).astype(np.float64),
+            minlength=len(index.pool_accelerators),
+        ),
+        dtype=np.float64,
+    )
+    return reach
+
+
 def _drop_interchangeable(
     dec: Decomposition, triples: BoolArray, columns: BoolArray, spared: BoolArray
 ) -> BoolArray:
@@ -694,16 +701,7 @@ def _drop_interchangeable(
     most[:-1][spared_items] = dec.index.max_replicas[np.asarray(dec.active)[dec.item_pos]][
         spared_items
     ]
-    triple_most = np.zeros(index.n_triples, dtype=np.int64)
-    triple_most[dec.item_triples[dec.item_mask]] = np.broadcast_to(
-        most[:-1, None], dec.item_triples.shape
-    )[dec.item_mask]
-    reach = np.bincount(
-        index.t_pool,
-        weights=(triples * triple_most * index.t_accelerators).astype(np.float64),
-        minlength=len(index.pool_accelerators),
-    )
-    loose = reach <= index.pool_accelerators
+    loose = pool_reach(dec, most, triples) <= index.pool_accelerators
     slots = np.maximum(dec.item_triples, 0)
     candidate = dec.item_mask & triples[slots] & loose[index.t_pool[slots]]
     candidate &= ~spared_items[:, None]
@@ -714,6 +712,22 @@ def _drop_interchangeable(
     result = triples.copy()
     result[slots[drop]] = False
     return result
+
+
+def _solve_program(
+    program: _Program, time_limit_seconds: float, *, presolve: bool, simple_pricing: bool
+) -> LpAnswer | None:
+    """The LP of ``program`` (equality rows, then pool rows ``<= cap``) through the direct
+    HiGHS binding; ``None`` when the binding is unavailable."""
+    return solve_lp(
+        program.cost,
+        _stack(program).tocsc(),
+        np.concatenate([program.b_eq, np.full(len(program.cap), -np.inf)]),
+        np.concatenate([program.b_eq, program.cap]),
+        time_limit_seconds=time_limit_seconds,
+        presolve=presolve,
+        simple_pricing=simple_pricing,
+    )
 
 
 def _stack(program: _Program) -> csr_matrix:

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.sparse import csc_matrix
 
 from infleet.core.decompose import Decomposition
-from infleet.core.master import MasterLP
+from infleet.core.master import MasterLP, pool_reach
 from infleet.core.plan_index import TIE_BREAK_PER_ACCELERATOR_HOUR, BoolArray, FloatArray, IntArray
 from infleet.core.planner_highs import ColumnLp, open_lp
 
@@ -68,16 +68,7 @@ def loose_pools(dec: Decomposition) -> BoolArray:
         items = np.flatnonzero(dec.item_pos == pos)
         need = np.ceil(index.target[m] / dec.item_cap[items] - 1e-9).astype(np.int64)
         most[items] = np.minimum(index.max_replicas[m], np.maximum(need, index.min_replicas[m]))
-    per_triple = np.zeros(index.n_triples, dtype=np.int64)
-    per_triple[dec.item_triples[dec.item_mask]] = np.broadcast_to(
-        most[:-1, None], dec.item_triples.shape
-    )[dec.item_mask]
-    reach = np.bincount(
-        index.t_pool,
-        weights=(per_triple * index.t_accelerators).astype(np.float64),
-        minlength=len(index.pool_accelerators),
-    )
-    result: BoolArray = reach <= index.pool_accelerators
+    result: BoolArray = pool_reach(dec, most) <= index.pool_accelerators
     return result
 
 
