@@ -56,6 +56,7 @@ import re
 from dataclasses import dataclass, fields, replace
 
 from infleet.api import Engine, MetricsOverrides
+from infleet.core.settings import duration_seconds
 
 __all__ = ["ModelQueries", "Selector", "model_queries"]
 
@@ -135,18 +136,12 @@ def _rate(counters: tuple[str, ...], sel: str, window: str) -> str:
     return " or ".join(f"sum(rate({name}{{{sel}}}[{window}]))" for name in counters)
 
 
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-
-
 def _subquery_step(window: str) -> str:
     """A tenth of ``window`` (at least 1 ms), as a PromQL duration.
 
     Without an explicit step a subquery uses the server's global evaluation interval: 1m by
     default, which leaves a single point in a 1m window and no slope at all."""
-    match = re.fullmatch(r"([0-9]+)(ms|s|m|h)", window)
-    if match is None:
-        raise ValueError(f"window must be a PromQL duration such as 30s or 1m, got {window!r}")
-    millis = max(1, int(match[1]) * _UNIT_MS[match[2]] // 10)
+    millis = max(1, round(duration_seconds(window) * 1000) // 10)
     return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 

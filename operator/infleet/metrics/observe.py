@@ -19,7 +19,6 @@ report age 0 whenever the request rate answers.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from infleet.api import Engine, ModelDeployment
 from infleet.core.autoscale import Observation
 from infleet.core.calibration import VariantObservation
 from infleet.core.children import dns_label
+from infleet.core.settings import duration_seconds
 from infleet.metrics.engines import ModelQueries, Selector, model_queries
 from infleet.metrics.prometheus import (
     PrometheusClient,
@@ -144,15 +144,6 @@ per-request histograms) it is several times too high: an e2e run against such an
 planned 8 replicas where 2 were right. Below it, the model's prior mix stands."""
 
 
-def _window_seconds(window: str) -> float:
-    """Seconds of a single-unit PromQL duration (the form the engine queries accept)."""
-    match = re.fullmatch(r"([0-9]+)(ms|s|m|h)", window)
-    if match is None:
-        raise ValueError(f"window must be a PromQL duration such as 30s or 1m, got {window!r}")
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match[2]]
-    return int(match[1]) * scale
-
-
 def _per_request(
     token_rate: float | None, request_rate: float | None, window_seconds: float
 ) -> float | None:
@@ -227,8 +218,8 @@ def read_model_metrics(
         queries,
         now,
         model.spec.scale_to_zero.wake_query,
-        _window_seconds(window),
-        None if fast_window is None else _window_seconds(fast_window),
+        duration_seconds(window),
+        None if fast_window is None else duration_seconds(fast_window),
     )
 
 
@@ -265,7 +256,7 @@ def read_variant_observations(
             model.spec.slo.percentile,
             window=window,
         )
-        metrics = _read(client, queries, now, None, _window_seconds(window))
+        metrics = _read(client, queries, now, None, duration_seconds(window))
         capacity = capacity_per_replica.get(variant)
         utilization = None
         if metrics.request_rate is not None and metrics.replicas and capacity:
