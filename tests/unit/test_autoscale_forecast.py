@@ -88,8 +88,19 @@ def test_window_peak(
         (RAMP, 30.0, DEFAULT, 1 / 15),
         ([(0.0, 5.0), (15.0, 5.0), (30.0, 5.0)], 30.0, DEFAULT, 0.0),
         ([(0.0, 3.0), (15.0, 2.0), (30.0, 1.0)], 30.0, DEFAULT, -1 / 15),
-        # (0,0) (10,1) (20,5): mean t 10, mean v 2; sum dt*dv = 20 + 0 + 30 = 50; sum dt^2 = 200
-        ([(0.0, 0.0), (10.0, 1.0), (20.0, 5.0)], 20.0, DEFAULT, 0.25),
+        # (0,0) (10,1) (20,5): the whole line 50/200 = 0.25 (mean t 10, mean v 2), the older
+        # half (0,0)-(10,1) 0.1, the newer (10,1)-(20,5) 0.4: the smallest, 0.1
+        ([(0.0, 0.0), (10.0, 1.0), (20.0, 5.0)], 20.0, DEFAULT, 0.1),
+        # a step is no trend: the half without it is flat
+        ([(0.0, 0.0), (15.0, 0.0), (30.0, 3.0)], 30.0, DEFAULT, 0.0),
+        ([(0.0, 0.0), (10.0, 0.0), (20.0, 3.0), (30.0, 3.0)], 30.0, DEFAULT, 0.0),
+        ([(0.0, 0.0), (10.0, 3.0), (20.0, 3.0), (30.0, 3.0), (40.0, 3.0)], 40.0, DEFAULT, 0.0),
+        # a falling older half vetoes a rising whole: 2 -> 1 -> 3 -> 4
+        ([(0.0, 2.0), (10.0, 1.0), (20.0, 3.0), (30.0, 4.0)], 30.0, DEFAULT, -0.1),
+        # a steady ramp keeps its slope over five samples
+        ([(0.0, 1.0), (10.0, 2.0), (20.0, 3.0), (30.0, 4.0), (40.0, 5.0)], 40.0, DEFAULT, 0.1),
+        # a half spanning under a second carries no trend
+        ([(0.0, 1.0), (0.5, 2.0), (30.0, 3.0), (30.4, 4.0)], 30.0, DEFAULT, None),
         (RAMP[1:], 30.0, DEFAULT, None),  # two points are too few
         ([(30.0, 1.0), (30.0, 2.0), (30.0, 3.0)], 30.0, DEFAULT, None),  # no time spread
         ([(29.2, 1.0), (29.6, 2.0), (30.0, 3.0)], 30.0, DEFAULT, None),  # spread < 1 s
@@ -170,6 +181,40 @@ def test_forecast_is_never_below_current_nor_above_the_cap(
 def test_flat_signal_forecasts_itself(times: list[float], level: float) -> None:
     samples = [(t, level) for t in sorted(times)]
     assert forecast_demand(samples, max(times), level, 300.0, DEFAULT) == level
+
+
+@given(
+    before=st.integers(min_value=1, max_value=12),
+    after=st.integers(min_value=1, max_value=12),
+    low=st.floats(min_value=0.0, max_value=100.0),
+    rise=st.floats(min_value=0.01, max_value=100.0),
+    spacing=st.floats(min_value=1.0, max_value=30.0),
+)
+def test_a_level_shift_forecasts_no_rise(
+    before: int, after: int, low: float, rise: float, spacing: float
+) -> None:
+    """Samples at one level, then at a higher one: the new level is the forecast, whatever
+    the horizon (the fitted line through the step would have kept rising)."""
+    levels = [low] * before + [low + rise] * after
+    if len(levels) < DEFAULT.min_samples:
+        levels = [low, *levels]
+    samples = [(i * spacing, v) for i, v in enumerate(levels)]
+    now = samples[-1][0]
+    assert forecast_demand(samples, now, low + rise, 300.0, DEFAULT) == low + rise
+
+
+@given(
+    start=st.floats(min_value=0.0, max_value=100.0),
+    slope=st.floats(min_value=0.001, max_value=1.0),
+    count=st.integers(min_value=3, max_value=12),
+    spacing=st.floats(min_value=1.0, max_value=15.0),
+)
+def test_a_steady_ramp_keeps_its_slope(
+    start: float, slope: float, count: int, spacing: float
+) -> None:
+    samples = [(i * spacing, start + slope * i * spacing) for i in range(count)]
+    got = trend_slope(samples, samples[-1][0], DEFAULT)
+    assert got == pytest.approx(slope, rel=1e-6)
 
 
 @given(

@@ -48,7 +48,8 @@ reaction went from 5.2 s to 4.4 s of a 5 s cycle (17 replays within a cycle inst
 **Forecast over the startup time.** New replicas need ``startupSeconds`` (default 300) to
 become ready, so the plan must be for the demand at ``now + horizon``, with the horizon the
 largest ``startupSeconds`` among the variants the plan uses. The forecast is a least-squares
-trend over the last 180 s (AIBrix's observe window) extrapolated over the horizon, only ever
+trend over the last 180 s (AIBrix's observe window; it must rise in both halves of the window,
+so a step is not read as a ramp) extrapolated over the horizon, only ever
 raising the figure and at most 2x the current demand (AIBrix's per-decision limit); see
 :mod:`infleet.core.forecast`. A flat or falling signal forecasts exactly the current demand.
 

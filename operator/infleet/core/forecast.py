@@ -5,9 +5,11 @@ Pure functions over tuples of floats, so the history can live in a status field 
 compute every answer by hand. :mod:`infleet.core.autoscale` explains how the rules combine.
 
 Forecast method: the least-squares slope of demand against time over the last
-``window_seconds``, extrapolated over the horizon (the startup time of new replicas) and only
-ever used to *raise* the figure: ``forecast = now + max(0, slope) * horizon``, capped at
-``max_ratio`` times the current demand. A straight-line fit is the simplest predictor whose
+``window_seconds`` (the smallest of the slopes over the whole window and over each of its
+halves, so that a step is not read as a ramp), extrapolated over the horizon (the startup
+time of new replicas) and only ever used to *raise* the figure:
+``forecast = now + max(0, slope) * horizon``, capped at ``max_ratio`` times the current
+demand. A straight-line fit is the simplest predictor whose
 answer one can check with a pencil; it needs no tuned smoothing constants (Holt would need
 two) and copes with uneven sampling intervals, which a cycle that also runs "soon after any
 change" produces. The cap keeps a noisy slope times a 300 s horizon from buying a large fleet.
@@ -97,14 +99,10 @@ def window_peak(samples: Sequence[Sample], now: float, window_seconds: float) ->
     return max(values) if values else None
 
 
-def trend_slope(samples: Sequence[Sample], now: float, settings: ForecastSettings) -> float | None:
-    """Least-squares slope (rps per second) over the samples in the forecast window.
-
-    ``None`` when fewer than ``settings.min_samples`` samples fall in the window or they span
-    less than a second (no slope can be fitted).
-    """
-    points = [(t, v) for t, v in samples if t >= now - settings.window_seconds]
-    if len(points) < settings.min_samples:
+def _line_slope(points: Sequence[Sample]) -> float | None:
+    """Least-squares slope through ``points``; ``None`` for fewer than two points or a time
+    span under a second."""
+    if len(points) < 2:
         return None
     times = [t for t, _ in points]
     if max(times) - min(times) < _MIN_SPAN_SECONDS:
@@ -118,6 +116,36 @@ def trend_slope(samples: Sequence[Sample], now: float, settings: ForecastSetting
     mean_v = sum(v for _, v in offsets) / n
     spread = sum((t - mean_t) ** 2 for t, _ in offsets)
     return sum((t - mean_t) * (v - mean_v) for t, v in offsets) / spread
+
+
+def trend_slope(samples: Sequence[Sample], now: float, settings: ForecastSettings) -> float | None:
+    """The trend (rps per second) of the samples in the forecast window: the smallest of the
+    least-squares slopes through all of them, through their older half and through their
+    newer half (the middle sample of an odd count belongs to both).
+
+    A trend must show in both halves of the window. A level shift puts its whole rise between
+    two samples, so one half is flat and there is no trend: a load that steps from 0 to
+    3 req/s is 3 req/s, not a ramp heading for 6. A fitted line through the step would say
+    "rising" for the whole window after it, and the forecast would buy capacity for a rise
+    that has already happened. A steady ramp has the same slope in both halves and keeps it;
+    noise rarely rises in both halves, and then by the smaller of the two.
+
+    ``None`` when fewer than ``settings.min_samples`` samples fall in the window, or they (or,
+    from three samples, either half) span less than a second. With ``min_samples=2`` two
+    samples give their line (no halves to compare).
+    """
+    points = sorted((t, v) for t, v in samples if t >= now - settings.window_seconds)
+    if len(points) < settings.min_samples:
+        return None
+    whole = _line_slope(points)
+    if whole is None or len(points) < 3:
+        return whole
+    n = len(points)
+    older = _line_slope(points[: (n + 1) // 2])
+    newer = _line_slope(points[n // 2 :])
+    if older is None or newer is None:
+        return None
+    return min(whole, older, newer)
 
 
 def forecast_demand(
