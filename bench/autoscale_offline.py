@@ -263,6 +263,7 @@ def infleet_controller(
             mean_output_tokens=gen / rate if rate and gen is not None else None,
             data_age_seconds=now - last_scrape,
             inflight_growth=growth,
+            growth_window_seconds=window,
         )
         total = world.desired
         decision = decide_demand(

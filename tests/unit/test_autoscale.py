@@ -226,6 +226,37 @@ def test_inflight_growth_uses_the_windowed_slope_when_given(
     assert decisions[2.0].observed_requests_per_second == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(
+    ("windowed", "window", "z", "expected"),
+    [
+        # noise sd = sqrt(2.4 * arrivals / window); arrivals = 5 + growth
+        (3.0, 20.0, 1.0, 5.0 + 3.0 - math.sqrt(2.4 * 8.0 / 20.0)),  # 3 - 0.98: a real rise
+        (0.6, 20.0, 1.0, 5.0),  # 0.6 < sd 0.80: a steady load's wander adds nothing
+        (0.6, 20.0, 0.0, 5.6),  # z = 0: the slope as it is
+        (3.0, 60.0, 2.0, 5.0 + 3.0 - 2.0 * math.sqrt(2.4 * 8.0 / 60.0)),  # a longer window
+        (3.0, None, 1.0, 8.0),  # window unknown: the growth counts whole
+        (3.0, 0.0, 1.0, 8.0),
+        (-2.0, 20.0, 1.0, 5.0),  # shrinking: nothing, as without the discount
+    ],
+)
+def test_inflight_growth_counts_beyond_its_noise(
+    windowed: float, window: float | None, z: float, expected: float
+) -> None:
+    decisions = run(
+        lambda t: Observation(
+            request_rate=5.0, inflight_growth=windowed, growth_window_seconds=window
+        ),
+        [0.0],
+        policy=ScalingPolicy(growth_noise_z=z),
+    )
+    assert decisions[0.0].observed_requests_per_second == pytest.approx(expected)
+
+
+def test_growth_noise_z_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="growth_noise_z must be"):
+        ScalingPolicy(growth_noise_z=-1.0)
+
+
 # --- fast attack: the short-window rate, less z standard deviations ---------------------
 
 

@@ -59,6 +59,8 @@ class ModelMetrics:
     inflight_growth: float | None = None
     """Requests/s the requests in the engines (waiting + running) grew by over the window
     (negative: draining)."""
+    growth_window_seconds: float | None = None
+    """Length of the window the growth was fitted over (``None``: no growth read)."""
     ttft_ms: float | None = None
     """TTFT at the SLO percentile."""
     tpot_ms: float | None = None
@@ -102,6 +104,7 @@ class ModelMetrics:
             data_age_seconds=self.data_age_seconds,
             wake_demand=self.wake_demand,
             inflight_growth=self.inflight_growth,
+            growth_window_seconds=self.growth_window_seconds,
         )
 
 
@@ -182,6 +185,7 @@ def _read(
         fast_window_seconds=None if fast is None else fast_window_seconds,
         queue_length=got["queue_length"],
         inflight_growth=got["inflight_growth"],
+        growth_window_seconds=None if got["inflight_growth"] is None else window_seconds,
         ttft_ms=None if ttft is None else ttft * 1000.0,
         tpot_ms=None if tpot is None else tpot * 1000.0,
         mean_input_tokens=_per_request(got["input_token_rate"], rate, window_seconds),
