@@ -645,12 +645,18 @@ def test_step_trace_replay_moves_replicas_up_and_down(
                    "--speedup", "1", "--scale", "1")  # fmt: skip
     assert "replaying 719 requests" in out
     started = time.monotonic()
-    low = history.wait(
-        "fresh metrics in the trace's first, quiet part",
-        lambda s: fresh(s) and ((s.get("observed") or {}).get("requestsPerSecond") or 0) > 1.5,
-        timeout=40,
-    )
-    assert low["desiredReplicas"] == 1, history.table()
+    # The quiet part plans one replica. The load's onset may briefly plan a second: for a
+    # service time nothing completes while requests arrive, and the in-flight count's growth
+    # is counted once it clears its noise; the 15 s scale-down window then keeps that peak.
+    history.wait(
+        "1 replica planned from fresh metrics in the trace's first, quiet part",
+        lambda s: fresh(s)
+        and ((s.get("observed") or {}).get("requestsPerSecond") or 0) > 1.5
+        and s.get("desiredReplicas") == 1,
+        timeout=38,
+    )  # fmt: skip
+    quiet = [st.get("desiredReplicas") or 0 for _, st in history.since(started)]
+    assert max(quiet) <= 2, history.table()
     high = history.wait(
         ">= 3 replicas in the busy part (~12 req/s)",
         lambda s: fresh(s) and (s.get("desiredReplicas") or 0) >= replicas_for(11),
