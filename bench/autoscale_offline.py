@@ -454,13 +454,14 @@ class Config:
     """One controller at one setting of its knob."""
 
     kind: str
-    """``infleet`` (knob: ``spec.targetUtilization``) or ``hpa`` (knob: batch-slot target)."""
+    """``infleet`` (knob: ``spec.targetUtilization``), ``hpa`` (knob: batch-slot target) or
+    ``fixed`` (knob: the replica count, held from the warm-up on)."""
     knob: float
 
     @property
     def label(self) -> str:
-        name = "targetUtilization" if self.kind == "infleet" else "slot target"
-        return f"{self.kind} {name} {self.knob:g}"
+        name = {"infleet": "targetUtilization", "hpa": "slot target", "fixed": "replicas"}
+        return f"{self.kind} {name[self.kind]} {self.knob:g}"
 
 
 def simulate(config: Config, seed: int, minutes: int | None, window: float) -> Result:
@@ -471,6 +472,8 @@ def simulate(config: Config, seed: int, minutes: int | None, window: float) -> R
     def make(model: ModelDeployment) -> tuple[Controller, float]:
         if config.kind == "infleet":
             return infleet_controller(window), interval
+        if config.kind == "fixed":
+            return (lambda world, now: round(config.knob)), interval
         slots = replica_spec(model, model.spec.variants[0]).slots
         behavior = HpaBehavior(max_replicas=40).scaled(speedup)
         return hpa_controller(behavior, slots, config.knob), interval
@@ -514,6 +517,51 @@ def print_reaction(seeds: Sequence[int], jobs: int) -> int:
     return 0
 
 
+def oracle_minutes(
+    runs: Sequence[tuple[int, Result]], ttft_ms: float
+) -> tuple[list[int], list[int]]:
+    """The static per-minute oracle of one replay, from fixed-count runs ``(replicas,
+    result)``: each minute's fewest replicas whose run met the SLO in it (a minute without
+    requests is met), and the minutes no run met (counted at the largest count).
+
+    A lower bound in spirit, not a controller: it knows every minute's load in advance, its
+    replicas are ready the moment the minute starts and cost nothing to start or stop, and
+    each minute is judged as it went with that many replicas held all along (so with the
+    backlog that count leaves, not the one of the previous minute's oracle count)."""
+    ordered = sorted(runs, key=lambda run: run[0])
+    need: list[int] = []
+    unmet: list[int] = []
+    for minute in range(ordered[0][1].minutes):
+        met = [
+            n for n, r in ordered if math.isnan(r.p95[minute]) or r.p95[minute] * 1000 <= ttft_ms
+        ]
+        need.append(met[0] if met else ordered[-1][0])
+        if not met:
+            unmet.append(minute)
+    return need, unmet
+
+
+def print_oracle(by: dict[Config, list[Result]], seeds: Sequence[int], ttft_ms: float) -> None:
+    """One line: the oracle's cost and mean replicas over the seeds (see
+    :func:`oracle_minutes`), after the controllers' lines."""
+    fixed = sorted((c for c in by if c.kind == "fixed"), key=lambda c: c.knob)
+    if not fixed:
+        return
+    print(f"\nstatic per-minute oracle over fixed {fixed[0].knob:g}-{fixed[-1].knob:g} replicas "
+          "(each minute: the fewest replicas that met the SLO in it; replicas free to start "
+          "and stop)")  # fmt: skip
+    costs, means, unmet = [], [], []
+    for index, seed in enumerate(seeds):
+        need, missed = oracle_minutes([(round(c.knob), by[c][index]) for c in fixed], ttft_ms)
+        means.append(statistics.fmean(need))
+        costs.append(sum(need) / 60.0 * PRICE)  # a trace minute is 60 s of replica time
+        unmet += [f"{seed}: {minute}" for minute in missed]
+    print(
+        f"{'oracle':<34} {'':>12} {'':>6} {statistics.fmean(costs):>8.2f} "
+        f"{statistics.fmean(means):>9.2f}  no fixed count met: {', '.join(unmet) or 'none'}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seeds", default="0-7", help="trace thinning seeds, e.g. 0-7 or 1,3")
@@ -524,6 +572,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--hpa", default="0.8", help="HPA-style slot targets, comma-separated")
     parser.add_argument("--sweep", action="store_true", help="--infleet 0.7-1.0, --hpa 0.6-0.9")
+    parser.add_argument(
+        "--oracle", default="", help="also replay fixed replica counts, e.g. 3-12, and print "
+        "the static per-minute oracle: each minute's fewest replicas that met the SLO",
+    )  # fmt: skip
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
     parser.add_argument(
         "--reaction", action="store_true", help="the staircase instead: infleet with and "
@@ -540,6 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = [Config("infleet", float(k)) for k in args.infleet.split(",") if k] + [
         Config("hpa", float(k)) for k in args.hpa.split(",") if k
     ]
+    configs += [Config("fixed", float(n)) for n in _seeds(args.oracle)] if args.oracle else []
     seeds = _seeds(args.seeds)
     jobs = [(c, s) for c in configs for s in seeds]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -554,6 +607,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'controller':<34} {'SLO minutes':>12} {'worst':>6} {'cost $':>8} {'replicas':>9}"
           "  minutes missed (seed: minutes)")  # fmt: skip
     for config, rs in by.items():
+        if config.kind == "fixed":
+            continue
         missed = "; ".join(
             f"{r.seed}: {','.join(str(i) for i, p in enumerate(r.p95) if p > 1.0)}"
             for r in rs
@@ -562,6 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{config.label:<34} {statistics.fmean(r.met for r in rs):>8.2f}/{minutes:<3} "
               f"{min(r.met for r in rs):>6} {statistics.fmean(r.cost for r in rs):>8.2f} "
               f"{statistics.fmean(r.mean_replicas for r in rs):>9.2f}  {missed}")  # fmt: skip
+    print_oracle(by, seeds, 1000.0)
     return 0
 
 

@@ -5,6 +5,7 @@ Expected figures are worked out by hand in the comments.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 
 from autoscale import ModelShape, model_manifest
-from autoscale_offline import World, prom_rate, slope
+from autoscale_offline import Result, World, oracle_minutes, prom_rate, slope
 from infleet.api import ModelDeployment
 from infleet.sandbox.engine_sim import ModelSim
 
@@ -88,3 +89,25 @@ def test_scrape_sees_only_running_pods_and_sums_the_queue() -> None:
     assert all(p.series.last("ready", 2.0) == 0.0 for p in world.pods.values())
     world.scrape(12.0)
     assert all(p.series.last("ready", 12.0) == 1.0 for p in world.pods.values())
+
+
+def _fixed(replicas: int, p95_seconds: list[float]) -> tuple[int, Result]:
+    return replicas, Result(f"fixed {replicas}", 0, len(p95_seconds), 0, 0.0, replicas, p95_seconds)
+
+
+def test_oracle_takes_each_minutes_fewest_replicas_that_met_it() -> None:
+    # SLO 1000 ms. Minute 0: 3 replicas suffice; minute 1: only 5 (4 gave 1.2 s); minute 2:
+    # no requests at all (NaN) is met by the fewest; minute 3: none met, counted at 5.
+    runs = [
+        _fixed(5, [0.3, 0.9, math.nan, 1.1]),
+        _fixed(3, [0.8, 3.0, math.nan, 4.0]),
+        _fixed(4, [0.5, 1.2, math.nan, 2.0]),
+    ]
+    need, unmet = oracle_minutes(runs, 1000.0)
+    assert need == [3, 5, 3, 5]
+    assert unmet == [3]
+
+
+def test_oracle_counts_a_minute_at_the_slo_as_met() -> None:
+    need, unmet = oracle_minutes([_fixed(2, [1.0]), _fixed(1, [1.0001])], 1000.0)
+    assert (need, unmet) == ([2], [])
