@@ -338,6 +338,7 @@ class History:
                 f"ttft={observed.get('ttftMs')} tpot={observed.get('tpotMs')} ms "
                 f"factor={calibration_factor(st):.3f} "
                 f"metrics={condition(st, 'MetricsAvailable')} slo={condition(st, 'SLOMet')}"
+                f" | {demand.get('explanation', '')}"
             )
         return "\n".join(lines)
 
@@ -648,7 +649,7 @@ def test_step_trace_replay_moves_replicas_up_and_down(
     # The quiet part plans one replica. The load's onset may briefly plan a second: for a
     # service time nothing completes while requests arrive, and the in-flight count's growth
     # is counted once it clears its noise; the 15 s scale-down window then keeps that peak.
-    history.wait(
+    settled = history.wait(
         "1 replica planned from fresh metrics in the trace's first, quiet part",
         lambda s: fresh(s)
         and ((s.get("observed") or {}).get("requestsPerSecond") or 0) > 1.5
@@ -657,6 +658,8 @@ def test_step_trace_replay_moves_replicas_up_and_down(
     )  # fmt: skip
     quiet = [st.get("desiredReplicas") or 0 for _, st in history.since(started)]
     assert max(quiet) <= 2, history.table()
+    # The status says how the figure was reached, as `infleet run -v` logs it.
+    assert settled["demand"]["explanation"].startswith("observed "), history.table()
     high = history.wait(
         ">= 3 replicas in the busy part (~12 req/s)",
         lambda s: fresh(s) and (s.get("desiredReplicas") or 0) >= replicas_for(11),

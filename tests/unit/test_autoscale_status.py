@@ -234,9 +234,10 @@ def test_status_overlays_live_fields_and_keeps_condition_order_and_times() -> No
         calibration=(("h100", 0.85),),
     )
     obs = Observation(request_rate=7.5, queue_length=1.0, ttft_ms=300.0, tpot_ms=None)
+    why = "observed 8.00 rps (completions 7.50, in-flight growth 0.50); planning for it"
     out = autoscale_status(
         _planned_status(desired=3),
-        decision=decision(rps=8.0),
+        decision=replace(decision(rps=8.0), explanation=why),
         observation=obs,
         verdict=SLOVerdict(True, "WithinSLO", "p95 TTFT 300.0 ms <= 500 ms"),
         state=state,
@@ -245,7 +246,7 @@ def test_status_overlays_live_fields_and_keeps_condition_order_and_times() -> No
         now=NOW,
         generation=4,
     )
-    assert out["demand"] == {"requestsPerSecond": 8.0, "source": "metrics"}
+    assert out["demand"] == {"requestsPerSecond": 8.0, "source": "metrics", "explanation": why}
     assert out["observed"] == {
         "requestsPerSecond": 7.5,
         "ttftMs": 300.0,

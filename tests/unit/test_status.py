@@ -95,7 +95,11 @@ def test_model_status_placed_and_partly_ready() -> None:
     assert status["desiredReplicas"] == 4
     assert status["readyReplicas"] == 3
     assert status["costPerHour"] == 12.5
-    assert status["demand"] == {"requestsPerSecond": 8.0, "source": "prior"}
+    assert status["demand"] == {
+        "requestsPerSecond": 8.0,
+        "source": "prior",
+        "explanation": "the traffic prior, spec.traffic.requestsPerSecond",
+    }
     assert status["observedGeneration"] == 7
     ready, scheduled = status["conditions"]
     assert ready == {

@@ -466,6 +466,11 @@ class Demand(StatusModel):
         default=DemandSource.PRIOR,
         description="metrics (measured), prior (spec.traffic) or forecast.",
     )
+    explanation: str = Field(
+        default="",
+        description="One line: how the figure was reached (the measured rates, the forecast, "
+        "the scale-down window's peak, a hold on missing metrics, or the traffic prior).",
+    )
 
 
 class Observed(StatusModel):

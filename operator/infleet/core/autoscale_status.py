@@ -136,6 +136,7 @@ def autoscale_status(
     out["demand"] = {
         "requestsPerSecond": round(decision.demand.requests_per_second, RATE_DIGITS),
         "source": decision.demand.source,
+        "explanation": decision.explanation,
     }
     out["observed"] = observed_status(observation)
     out["calibration"] = [

@@ -31,6 +31,8 @@ from infleet.core.planner import ModelOutcome, Placement
 
 MONEY_DIGITS = 4
 RATE_DIGITS = 3
+PRIOR_EXPLANATION = "the traffic prior, spec.traffic.requestsPerSecond"
+"""``status.demand.explanation`` when the plan is made for the traffic prior."""
 
 REASON_PLACED = "Placed"
 REASON_INVALID = "InvalidSpec"
@@ -232,6 +234,8 @@ def model_status(
         "demand": {
             "requestsPerSecond": round(outcome.demand_rps, RATE_DIGITS),
             "source": demand_source,
+            # A merge patch keeps keys it does not name: always write one.
+            "explanation": PRIOR_EXPLANATION if demand_source == "prior" else "",
         },
         "explanation": outcome.explanation,
         "unmetRequestsPerSecond": round(outcome.unmet_rps, RATE_DIGITS),
