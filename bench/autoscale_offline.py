@@ -19,8 +19,10 @@ What stands in for the real parts, and how faithfully:
   not-ready ones first, then the newest (the ReplicaSet controller's order).
 * **infleet**: one model, one pool, so the planner's answer is the fewest replicas whose
   capacity covers ``demand / targetUtilization`` within the cycle's bounds (what
-  ``plan_fleet`` returns for one model on one pool). Calibration is not simulated (factor 1;
-  the sandbox runs logged no calibration change on this trace).
+  ``plan_fleet`` returns for one model on one pool). Calibration runs as in the operator
+  (:func:`~infleet.core.calibration.calibrate_variants` on the windowed p95 TTFT and the
+  utilisation against the calibrated capacity, learning only once the fleet has settled for
+  1.5 metrics windows); ``--calibration`` changes its settings.
 
 It is a development tool: the figures quoted as results come from ``bench/autoscale.py`` on the
 sandbox. ``--seeds`` varies the thinning of the trace (which rows are replayed) and the
@@ -37,7 +39,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,7 @@ from autoscale_math import bucket_quantile, replica_seconds
 from baselines import Hpa, HpaBehavior, PodMetric, pods_metric_replicas
 from infleet.api import ModelDeployment
 from infleet.core.autoscale import (
+    DemandDecision,
     ModelScalingState,
     Observation,
     ScalingPolicy,
@@ -67,7 +70,9 @@ from infleet.core.autoscale import (
     policy_for_model,
 )
 from infleet.core.autoscale_status import replica_bounds
-from infleet.core.fleet import variant_capacity
+from infleet.core.calibration import CalibrationSettings, VariantObservation, calibrate_variants
+from infleet.core.fleet import model_slo, variant_capacity
+from infleet.reconcile.autoscale import SETTLE_WINDOWS
 from infleet.sandbox.engine_replicas import replica_spec
 from infleet.sandbox.engine_sim import ModelLoad, ModelSim, ReplicaSim
 from infleet.sandbox.load_trace import read_trace
@@ -154,6 +159,8 @@ class Pod:
     """Creation order (pods made in one scale-up share ``created``)."""
     sim: ReplicaSim
     series: Series = field(default_factory=Series)
+    ttft: list[tuple[float, list[tuple[float, float]]]] = field(default_factory=list)
+    """Scraped cumulative TTFT buckets, ``(time, [(upper bound, count), ...])``."""
 
 
 @dataclass
@@ -204,6 +211,7 @@ class World:
             s.add("waiting", now, float(r.waiting))
             s.add("running", now, float(r.running))
             s.add("ready", now, 1.0 if r.ready(now) else 0.0)
+            pod.ttft.append((now, r.ttft.cumulative()))
             waiting += r.waiting
             inflight += r.waiting + r.running
         self.queue_points.append((now, waiting))
@@ -216,6 +224,23 @@ class World:
         rates = [prom_rate(s.window(name, now, seconds), now, seconds) for s in self.all_series()]
         got = [r for r in rates if r is not None]
         return sum(got) if got else None
+
+    def ttft_quantile(self, q: float, now: float, seconds: float) -> float | None:
+        """``histogram_quantile(q, sum by (le) (increase(ttft_bucket[seconds])))``, s."""
+        total: dict[float, float] = {}
+        for pod in [*self.pods.values(), *self.gone]:
+            inside = [(t, b) for t, b in pod.ttft if now - seconds < t <= now]
+            if len(inside) < 2:
+                continue
+            first = dict(inside[0][1])
+            for bound, count in inside[-1][1]:
+                total[bound] = total.get(bound, 0.0) + count - first.get(bound, 0.0)
+        if total.get(math.inf, 0.0) <= 0:
+            return None
+        return bucket_quantile(q, total)
+
+    def ready_count(self, now: float) -> int:
+        return sum(1 for p in self.running(now) if p.sim.ready(now))
 
     def ttft_buckets_total(self) -> dict[float, float]:
         """Cumulative TTFT buckets over every replica that ever ran (for scoring)."""
@@ -231,13 +256,63 @@ class World:
 Controller = Callable[[World, float], int]
 
 
+def _calibrate(
+    world: World,
+    now: float,
+    window: float,
+    policy: ScalingPolicy,
+    decision: DemandDecision,
+    state: ModelScalingState,
+    total: int,
+) -> ModelScalingState:
+    """The operator's calibration step (``reconcile/autoscale.py``) on the simulated metrics."""
+    model = world.model
+    spec = model.spec
+    factor = state.calibration_factors().get("h100", 1.0)
+    capacity = variant_capacity(
+        model, 0, mix=decision.demand.mix, calibration=factor
+    ).requests_per_second
+    rate = world.sum_rate("success", now, window)
+    reporting = len(world.running(now))
+    p = world.ttft_quantile(spec.slo.percentile / 100.0, now, window)
+    observation = VariantObservation(
+        ttft_ms=None if p is None else p * 1000.0,
+        tpot_ms=None,
+        utilization=None if rate is None or not reporting else rate / (reporting * capacity),
+    )
+    changed_at = state.last_change_time
+    if world.ready_count(now) < world.desired or state.last_replicas != total:
+        changed_at = now
+    settled = changed_at is None or now - changed_at >= SETTLE_WINDOWS * window
+    updates = calibrate_variants(
+        {"h100": factor},
+        {"h100": observation},
+        slo=model_slo(model),
+        target_utilization=spec.target_utilization,
+        settings=policy.calibration,
+        stale_after_seconds=policy.stale_after_seconds,
+        settled=settled,
+    )
+    if any(u.action == "derated" for u in updates.values()):
+        changed_at = now
+    return replace(
+        state.with_calibration(updates), last_replicas=total, last_change_time=changed_at
+    )
+
+
 def infleet_controller(
-    window: float, policy: ScalingPolicy | None = None, fast: bool = True
+    window: float,
+    policy: ScalingPolicy | None = None,
+    fast: bool = True,
+    calibrate: bool = True,
 ) -> Controller:
-    """infleet's decision for the one model: metrics -> demand -> fewest replicas.
+    """infleet's decision for the one model: metrics -> demand -> calibration -> fewest
+    replicas.
 
     ``fast``: read the short-window rate as the operator does by default (40% of the
-    window, :attr:`~infleet.core.settings.AutoscaleSettings.resolved_fast_window`)."""
+    window, :attr:`~infleet.core.settings.AutoscaleSettings.resolved_fast_window`).
+    ``calibrate``: learn the variant's capacity factor from the windowed p95 TTFT, as the
+    operator does."""
     state: dict[str, ModelScalingState | None] = {"s": None}
     fast_window = 0.4 * window if fast else None
 
@@ -269,9 +344,15 @@ def infleet_controller(
         decision = decide_demand(
             state["s"], obs, model_context(spec, total, frozenset({"h100"})), pol, now
         )
-        state["s"] = decision.state
+        new_state = decision.state
+        if calibrate and not decision.hold:
+            new_state = _calibrate(world, now, window, pol, decision, new_state, total)
+        state["s"] = new_state
+        factor = new_state.calibration_factors().get("h100", 1.0)
         low, high = replica_bounds(decision, spec_max=spec.replicas.max, current=total, policy=pol)
-        cap = variant_capacity(model, 0, mix=decision.demand.mix).requests_per_second
+        cap = variant_capacity(
+            model, 0, mix=decision.demand.mix, calibration=factor
+        ).requests_per_second
         want = math.ceil(decision.demand.requests_per_second / spec.target_utilization / cap - 1e-9)
         return limit_replica_change(total, min(max(want, low), high), pol)
 
@@ -464,14 +545,22 @@ class Config:
         return f"{self.kind} {name[self.kind]} {self.knob:g}"
 
 
-def simulate(config: Config, seed: int, minutes: int | None, window: float) -> Result:
-    """One replay of the trace under ``config`` (8x time compression, half the rate)."""
+def simulate(
+    config: Config,
+    seed: int,
+    minutes: int | None,
+    window: float,
+    calibration: CalibrationSettings | None = None,
+) -> Result:
+    """One replay of the trace under ``config`` (8x time compression, half the rate);
+    ``calibration``: infleet's calibration settings (None: the operator's defaults)."""
     speedup = 8.0
     interval = 15.0 / speedup
 
     def make(model: ModelDeployment) -> tuple[Controller, float]:
         if config.kind == "infleet":
-            return infleet_controller(window), interval
+            policy = None if calibration is None else ScalingPolicy(calibration=calibration)
+            return infleet_controller(window, policy), interval
         if config.kind == "fixed":
             return (lambda world, now: round(config.knob)), interval
         slots = replica_spec(model, model.spec.variants[0]).slots
@@ -483,6 +572,27 @@ def simulate(config: Config, seed: int, minutes: int | None, window: float) -> R
         config.label, make, seed=seed, speedup=speedup, minutes=minutes,
         target_utilization=utilization,
     )  # fmt: skip
+
+
+def calibration_settings(text: str) -> CalibrationSettings | None:
+    """``FIELD=VALUE,...`` as :class:`CalibrationSettings` (None when empty)."""
+    if not text.strip():
+        return None
+    names = {f.name for f in fields(CalibrationSettings)}
+    values: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in names:
+            raise ValueError(
+                f"--calibration: {part.strip()!r} is not FIELD=VALUE with FIELD one of "
+                f"{', '.join(sorted(names))}"
+            )
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--calibration: {name} needs a number, got {value!r}") from None
+    return CalibrationSettings(**values)
 
 
 def _seeds(text: str) -> list[int]:
@@ -581,7 +691,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--reaction", action="store_true", help="the staircase instead: infleet with and "
         "without the fast attack, t_req - t_prom per step",
     )  # fmt: skip
+    parser.add_argument(
+        "--calibration", default="", metavar="FIELD=VALUE,...",
+        help="infleet's CalibrationSettings for the trace replay, e.g. max_factor=2 to let "
+        "the capacity factor learn upwards (default: the operator's settings)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    try:
+        calibration = calibration_settings(args.calibration)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.reaction:
         return print_reaction(_seeds(args.seeds), args.jobs)
     if not TRACE.is_file():
@@ -596,7 +715,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = _seeds(args.seeds)
     jobs = [(c, s) for c in configs for s in seeds]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(simulate, c, s, args.minutes, args.window) for c, s in jobs]
+        futures = [
+            pool.submit(simulate, c, s, args.minutes, args.window, calibration) for c, s in jobs
+        ]
         results = [f.result() for f in futures]
     by: dict[Config, list[Result]] = {}
     for (config, _), result in zip(jobs, results, strict=True):

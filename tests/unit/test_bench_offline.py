@@ -14,7 +14,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 
 from autoscale import ModelShape, model_manifest
-from autoscale_offline import Result, World, oracle_minutes, prom_rate, slope
+from autoscale_offline import (
+    Result,
+    World,
+    calibration_settings,
+    oracle_minutes,
+    prom_rate,
+    slope,
+)
 from infleet.api import ModelDeployment
 from infleet.sandbox.engine_sim import ModelSim
 
@@ -111,3 +118,38 @@ def test_oracle_takes_each_minutes_fewest_replicas_that_met_it() -> None:
 def test_oracle_counts_a_minute_at_the_slo_as_met() -> None:
     need, unmet = oracle_minutes([_fixed(2, [1.0]), _fixed(1, [1.0001])], 1000.0)
     assert (need, unmet) == ([2], [])
+
+
+def test_ttft_quantile_takes_the_increase_over_the_window_summed_over_pods() -> None:
+    world = _world(startup=0)
+    world.scale(0.0, 2)
+    first, second = (world.pods[n].sim for n in ("pod-1", "pod-2"))
+    first.ttft.observe(0.05, 100)  # before the window: must not count
+    world.scrape(2.0)
+    # Inside the window: 50 fast answers on pod-1 and 50 slow ones on pod-2.
+    first.ttft.observe(0.05, 50)
+    second.ttft.observe(3.0, 50)
+    world.scrape(4.0)
+    # Over (0, 4]: 100 answers, half of them slow. The 40th percentile is a fast one (inside
+    # the 0.04-0.06 s bucket), the 60th a slow one (2.5-5 s). Had the 100 answers from
+    # before the window counted, the 60th would be fast too (rank 120 of 200).
+    low, high = world.ttft_quantile(0.4, 4.0, 4.0), world.ttft_quantile(0.6, 4.0, 4.0)
+    assert low is not None
+    assert 0.04 <= low <= 0.06
+    assert high is not None
+    assert 2.5 <= high <= 5.0
+    # A window holding one scrape per pod has no increase: nothing observed.
+    assert world.ttft_quantile(0.95, 4.0, 1.0) is None
+
+
+def test_calibration_settings_parse_fields_and_reject_unknown_ones() -> None:
+    assert calibration_settings("") is None
+    got = calibration_settings("max_factor=2, recover_min_load=0.9")
+    assert got is not None
+    assert (got.max_factor, got.recover_min_load) == (2.0, 0.9)
+    with pytest.raises(ValueError, match="not FIELD=VALUE"):
+        calibration_settings("max=2")
+    with pytest.raises(ValueError, match="needs a number"):
+        calibration_settings("max_factor=two")
+    with pytest.raises(ValueError, match=r"max_factor must be a number in \[1, 2\]"):
+        calibration_settings("max_factor=3")
