@@ -187,3 +187,77 @@ def test_signals_follow_the_load_and_survive_a_prometheus_outage(
         if box.processes.running("prometheus") is None:
             _infleet(box, "start", "prometheus")
         prom.close()
+
+
+def test_fleet_wide_reads_agree_with_the_per_model_queries(
+    cluster: Any, kube: Any, namespace: str
+) -> None:
+    """The fleet-wide round (one query per signal, a series per Deployment, summed here)
+    against the per-model queries (summed in PromQL), evaluated at the same instant on the
+    same data: a model on two Deployments (pools), and each Deployment alone (a variant)."""
+    from infleet.api import Engine
+    from infleet.metrics.fleet import read_fleet_metrics
+
+    box = _sandbox(cluster)
+    model, first = _deploy(kube, namespace, replicas=2)
+    second_pool = POOL.model_copy(
+        update={"metadata": POOL.metadata.model_copy(update={"name": "engine-e2e-b"})}
+    )
+    owner = client.CustomObjectsApi(kube.api).get_namespaced_custom_object(
+        "infleet.io", "v1alpha1", namespace, "modeldeployments", "chat"
+    )
+    manifest = deployment_manifest(
+        model,
+        variant="nvidia-h100-80gb",
+        pool=second_pool,
+        replicas=1,
+        owner_uid=owner["metadata"]["uid"],
+    )
+    for container in manifest["spec"]["template"]["spec"]["containers"]:
+        container.pop("resources", None)
+    kube.apps.create_namespaced_deployment(namespace, manifest)
+    second = str(manifest["metadata"]["name"])
+    both = [first, second]
+    key = f"{namespace}/chat"
+    _infleet(box, "load", "set", key, "--rps", "9", "--input-tokens", "512")
+    loaded = time.monotonic()
+    prom = PrometheusClient(box.prometheus_url, timeout=5.0, retries=1)
+    try:
+        _until(
+            "three replicas reporting",
+            lambda: read_model_metrics(prom, model, time.time(), deployments=both, window=WINDOW),
+            lambda m: m.replicas == 3,
+            60,
+        )
+        time.sleep(max(0.0, loaded + 30 - time.monotonic()))  # a full window of traffic
+        at = time.time() - 1.0
+        fleet = read_fleet_metrics(
+            prom, {Engine.VLLM: [namespace]}, window=WINDOW, fast_window="8s", at=at
+        )
+        assert fleet.errors == ()
+        for deployments in (both, [first], [second]):
+            per_model = read_model_metrics(
+                prom, model, at, deployments=deployments, window=WINDOW, fast_window="8s", at=at
+            )
+            grouped = fleet.metrics(namespace, deployments, percentile=95, now=at)
+            assert per_model.errors == ()
+            assert per_model.request_rate is not None
+            assert per_model.request_rate > 0
+            assert per_model.ttft_ms is not None
+            for name in (
+                "request_rate", "fast_request_rate", "queue_length", "inflight_growth",
+                "ttft_ms", "tpot_ms", "mean_input_tokens", "mean_output_tokens",
+                "kv_cache_usage", "replicas", "data_age_seconds",
+            ):  # fmt: skip
+                want, got = getattr(per_model, name), getattr(grouped, name)
+                assert (want is None) == (got is None), (deployments, name, want, got)
+                if want is not None:
+                    assert got == pytest.approx(want, rel=1e-9, abs=1e-9), (deployments, name)
+        # The whole model is the sum of its two Deployments.
+        whole = fleet.metrics(namespace, both, percentile=95, now=at)
+        parts = [fleet.metrics(namespace, [d], percentile=95, now=at) for d in both]
+        assert whole.replicas == 3
+        assert whole.request_rate == pytest.approx(sum(p.request_rate or 0.0 for p in parts))
+    finally:
+        _infleet(box, "load", "clear", key)
+        prom.close()

@@ -1,5 +1,9 @@
 """The autoscaler's I/O side against a small Prometheus stand-in (a real HTTP server that
-answers instant queries from a table): demand, bounds, calibration, restore, outage."""
+answers instant queries from a table): demand, bounds, calibration, restore, outage.
+
+Every test that reads metrics runs twice: with the fleet-wide queries (the default, one series
+per Deployment) and with the per-model queries. Their agreement on live data is checked
+against the sandbox's real Prometheus in tests/e2e/test_metrics_live.py."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
@@ -33,9 +38,20 @@ class _Prometheus(http.server.BaseHTTPRequestHandler):
         self.queries.append(query)
         now = time.time()
         result = []
+        grouped = "by (namespace, deployment" in query
         for needle, value in self.table.items():
             if needle in query:
-                result = [{"metric": {}, "value": [now, str(value)]}]
+                labels = {"namespace": "ns", "deployment": "chat-h100-pool"} if grouped else {}
+                if grouped and "_bucket" in query:
+                    # Every observation just under `value`: the fleet path's own
+                    # histogram_quantile then answers (almost exactly) `value`.
+                    points = [(value * 0.999, 0.0), (value, 10.0), (float("inf"), 10.0)]
+                    result = [
+                        {"metric": {**labels, "le": str(le)}, "value": [now, str(count)]}
+                        for le, count in points
+                    ]
+                else:
+                    result = [{"metric": labels, "value": [now, str(value)]}]
                 break
         body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
         self.send_response(200)
@@ -47,13 +63,24 @@ class _Prometheus(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def prometheus() -> Iterator[str]:
+@dataclass(frozen=True)
+class Prom:
+    url: str
+    fleet_reads: bool
+
+    def scaler(self, **kwargs: Any) -> Autoscaler:
+        return Autoscaler(
+            PrometheusClient(self.url, retries=0), fleet_reads=self.fleet_reads, **kwargs
+        )
+
+
+@pytest.fixture(params=[True, False], ids=["fleet-reads", "per-model-reads"])
+def prometheus(request: pytest.FixtureRequest) -> Iterator[Prom]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _Prometheus.queries.clear()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield Prom(f"http://127.0.0.1:{server.server_address[1]}", request.param)
     server.shutdown()
     server.server_close()
 
@@ -63,6 +90,7 @@ def signals(rate: float, *, ttft_s: float = 0.2, queue: float = 0.0, pods: int =
         "vector(1)": 1.0,
         "timestamp(": time.time(),
         "count(": float(pods),
+        "count by": float(pods),
         "deriv(": 0.0,
         "request_success_total": rate,
         "num_requests_waiting": queue,
@@ -101,9 +129,9 @@ def current(replicas: int) -> dict[tuple[tuple[str, str], str, str], int]:
     return {(KEY, "h100", "pool"): replicas}
 
 
-def test_fresh_metrics_give_measured_demand_and_floor_one(prometheus: str) -> None:
+def test_fresh_metrics_give_measured_demand_and_floor_one(prometheus: Prom) -> None:
     signals(6.0)
-    scaler = Autoscaler(PrometheusClient(prometheus, retries=0), window="20s")
+    scaler = prometheus.scaler(window="20s")
     cycle = scaler.prepare([parsed()], [child(2)], current(2), time.time())
     demand = cycle.demand[KEY]
     assert demand.source == "metrics"
@@ -114,8 +142,16 @@ def test_fresh_metrics_give_measured_demand_and_floor_one(prometheus: str) -> No
     record = cycle.records[KEY]
     assert record.verdict.met is True
     assert record.decision.metrics_available
-    # The variant was read with its own Deployment's pods for calibration.
-    assert any("pod=~" in q and "pool" in q for q in _Prometheus.queries)
+    if prometheus.fleet_reads:
+        # One round of grouped queries for the fleet; nothing asked per model or variant.
+        assert scaler.last_read == (1, 0)
+        assert all("by (namespace, deployment" in q for q in _Prometheus.queries[1:])
+        # The probe, then one query per signal (11: no fast window here).
+        assert len(_Prometheus.queries) == 1 + 11
+    else:
+        # The variant was read with its own Deployment's pods for calibration.
+        assert scaler.last_read == (0, 1)
+        assert any("pod=~" in q and "pool" in q for q in _Prometheus.queries)
 
 
 def test_prometheus_down_holds_current_replicas_and_previous_demand() -> None:
@@ -134,18 +170,18 @@ def test_prometheus_down_holds_current_replicas_and_previous_demand() -> None:
     assert status["observed"]["requestsPerSecond"] is None
 
 
-def test_state_restored_from_status_keeps_the_window_peak(prometheus: str) -> None:
+def test_state_restored_from_status_keeps_the_window_peak(prometheus: Prom) -> None:
     now = time.time()
     # 12 req/s planned 10 s ago inside the 300 s window: a quiet cycle keeps planning 12.
     stored = ModelScalingState(
         samples=((now - 10, 12.0),), planned_requests_per_second=12.0, planned_source="metrics"
     )
     signals(2.0)
-    scaler = Autoscaler(PrometheusClient(prometheus, retries=0))
+    scaler = prometheus.scaler()
     cycle = scaler.prepare([parsed({"scaling": stored.to_dict()})], [child(3)], current(3), now)
     assert cycle.demand[KEY].requests_per_second == pytest.approx(12.0)
     # A bad stored state is ignored (fresh start), not fatal.
-    scaler = Autoscaler(PrometheusClient(prometheus, retries=0))
+    scaler = prometheus.scaler()
     cycle = scaler.prepare(
         [parsed({"scaling": {"samples": [[1.0, 2.0, 3.0]]}})], [child(3)], current(3), now
     )
@@ -158,11 +194,11 @@ def settled_status(now: float, replicas: int = 2) -> dict[str, Any]:
     return {"scaling": state.to_dict()}
 
 
-def test_breach_with_headroom_derates_the_variant(prometheus: str) -> None:
+def test_breach_with_headroom_derates_the_variant(prometheus: Prom) -> None:
     # 2 pods at 1 req/s each of 5: 20% load, p95 TTFT 900 ms > 500 ms: the model is optimistic.
     signals(2.0, ttft_s=0.9)
     now = time.time()
-    scaler = Autoscaler(PrometheusClient(prometheus, retries=0), policy=ScalingPolicy())
+    scaler = prometheus.scaler(policy=ScalingPolicy())
     cycle = scaler.prepare([parsed(settled_status(now))], [child(2)], current(2), now)
     assert cycle.calibration[(KEY, "h100")] == pytest.approx(0.85)
     assert cycle.records[KEY].state.calibration_factors() == {"h100": pytest.approx(0.85)}
@@ -170,12 +206,12 @@ def test_breach_with_headroom_derates_the_variant(prometheus: str) -> None:
     assert cycle.records[KEY].verdict.met is False
 
 
-def test_no_derate_again_on_the_same_window(prometheus: str) -> None:
+def test_no_derate_again_on_the_same_window(prometheus: Prom) -> None:
     """The breach stays in the 1 m window after a derate: the next cycles (15 s, then 89 s
     later) must not derate again on it; 90 s (1.5 windows) after, the evidence is new."""
     signals(2.0, ttft_s=0.9)
     start = time.time() - 90  # the fake Prometheus' samples are from now: fresh for all cycles
-    scaler = Autoscaler(PrometheusClient(prometheus, retries=0), policy=ScalingPolicy())
+    scaler = prometheus.scaler(policy=ScalingPolicy())
     assert scaler.settle_seconds == 90.0
     model = parsed(settled_status(start))
     factors = []
@@ -194,14 +230,14 @@ def test_no_derate_again_on_the_same_window(prometheus: str) -> None:
     ],
 )
 def test_changed_or_starting_fleet_is_not_derated(
-    prometheus: str, status: str | None, children: list[LiveChild], replicas: int
+    prometheus: Prom, status: str | None, children: list[LiveChild], replicas: int
 ) -> None:
     signals(2.0, ttft_s=0.9)
     now = time.time()
     stored = None
     if status is not None:
         stored = settled_status(now, replicas=int(status.rsplit(" ", 1)[1]))
-    scaler = Autoscaler(PrometheusClient(prometheus, retries=0), policy=ScalingPolicy())
+    scaler = prometheus.scaler(policy=ScalingPolicy())
     cycle = scaler.prepare([parsed(stored)], children, current(replicas), now)
     assert cycle.calibration[(KEY, "h100")] == 1.0
     state = cycle.records[KEY].state
@@ -238,12 +274,12 @@ def _now() -> Any:
     ],
 )
 def test_token_mix_needs_enough_finished_requests_in_the_window(
-    prometheus: str, rate: float, window: str, mix: tuple[float, float] | None
+    prometheus: Prom, rate: float, window: str, mix: tuple[float, float] | None
 ) -> None:
     from infleet.metrics.observe import read_model_metrics
 
     signals(rate)
-    with PrometheusClient(prometheus) as client:
+    with PrometheusClient(prometheus.url) as client:
         got = read_model_metrics(client, parsed().model, time.time(), window=window)
     assert got.request_rate == pytest.approx(rate)
     if mix is None:

@@ -53,12 +53,21 @@ whatever it measures are not known).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 from infleet.api import Engine, MetricsOverrides
 from infleet.core.settings import duration_seconds
 
-__all__ = ["ModelQueries", "Selector", "model_queries"]
+__all__ = [
+    "ENGINE_METRICS",
+    "EngineMetrics",
+    "FleetQueries",
+    "ModelQueries",
+    "Selector",
+    "fleet_queries",
+    "model_queries",
+]
 
 
 def _quote(value: str) -> str:
@@ -149,66 +158,99 @@ def _growth(inflight: str, window: str) -> str:
     return f"deriv(({inflight})[{window}:{_subquery_step(window)}])"
 
 
+@dataclass(frozen=True)
+class EngineMetrics:
+    """The metric names behind each signal for one engine (module docs); alternatives in
+    order of preference (joined with PromQL ``or``)."""
+
+    success: tuple[str, ...]
+    """Counters of completed requests."""
+    waiting: str
+    """Gauge of requests waiting."""
+    running: str
+    """Gauge of requests running."""
+    presence: str
+    """Gauge every pod exports: the freshness (``timestamp``) and pods-reporting series."""
+    ttft: tuple[str, ...]
+    """TTFT histograms (base names, without ``_bucket``)."""
+    tpot: tuple[str, ...]
+    """Inter-token latency histograms."""
+    tokens_in: tuple[str, ...]
+    """Prompt token counters."""
+    tokens_out: tuple[str, ...]
+    """Generated token counters."""
+    kv: tuple[str, ...]
+    """KV-cache usage gauges (0-1)."""
+    model_label: bool
+    """Whether the engine labels its series with ``model_name``."""
+
+
+ENGINE_METRICS: dict[Engine, EngineMetrics] = {
+    Engine.VLLM: EngineMetrics(
+        success=("vllm:request_success_total",),
+        waiting="vllm:num_requests_waiting",
+        running="vllm:num_requests_running",
+        presence="vllm:num_requests_running",
+        ttft=("vllm:time_to_first_token_seconds",),
+        tpot=("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+        # Tokens of finished requests (histograms observed at completion) first: the
+        # counters also count tokens of requests still running, so during a ramp
+        # counter / completions over-states the mean (and under-states capacity).
+        tokens_in=("vllm:request_prompt_tokens_sum", "vllm:prompt_tokens_total"),
+        tokens_out=("vllm:request_generation_tokens_sum", "vllm:generation_tokens_total"),
+        kv=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+        model_label=True,
+    ),
+    Engine.SGLANG: EngineMetrics(
+        success=("sglang:e2e_request_latency_seconds_count",),
+        waiting="sglang:num_queue_reqs",
+        running="sglang:num_running_reqs",
+        presence="sglang:num_running_reqs",
+        ttft=("sglang:time_to_first_token_seconds",),
+        tpot=("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds"),
+        tokens_in=("sglang:prompt_tokens_total",),
+        tokens_out=("sglang:generation_tokens_total",),
+        kv=("sglang:token_usage",),
+        model_label=True,
+    ),
+    Engine.TGI: EngineMetrics(
+        success=("tgi_request_success", "tgi_request_count"),
+        waiting="tgi_queue_size",
+        running="tgi_batch_current_size",
+        presence="tgi_queue_size",
+        ttft=(),
+        tpot=("tgi_request_mean_time_per_token_duration",),
+        tokens_in=("tgi_request_input_length_sum",),
+        tokens_out=("tgi_request_generated_tokens_sum",),
+        kv=(),
+        model_label=False,
+    ),
+}
+"""Default metric names per engine (``custom`` has none)."""
+
+
 def _default(
     engine: Engine, selector: Selector, q: float, window: str, fast: str | None
 ) -> ModelQueries:
-    if engine is Engine.VLLM or engine is Engine.SGLANG:
-        sel = selector.matchers()
-        if engine is Engine.VLLM:
-            p = "vllm:"
-            success: tuple[str, ...] = ("vllm:request_success_total",)
-            kv: tuple[str, ...]
-            waiting = "vllm:num_requests_waiting"
-            running = "vllm:num_requests_running"
-            itl = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
-            kv = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
-            # Tokens of finished requests (histograms observed at completion) first: the
-            # counters also count tokens of requests still running, so during a ramp
-            # counter / completions over-states the mean (and under-states capacity).
-            tokens_in: tuple[str, ...] = ("vllm:request_prompt_tokens_sum",)
-            tokens_out: tuple[str, ...] = ("vllm:request_generation_tokens_sum",)
-        else:
-            p = "sglang:"
-            success = ("sglang:e2e_request_latency_seconds_count",)
-            waiting = "sglang:num_queue_reqs"
-            running = "sglang:num_running_reqs"
-            itl = ("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds")
-            kv = ("sglang:token_usage",)
-            tokens_in = tokens_out = ()
-        queue = f"sum({waiting}{{{sel}}})"
-        inflight = f"{queue} + sum({running}{{{sel}}})"
-        return ModelQueries(
-            request_rate=_rate(success, sel, window),
-            request_rate_fast=None if fast is None else _rate(success, sel, fast),
-            queue_length=queue,
-            inflight_growth=_growth(inflight, window),
-            ttft=_quantile(q, (f"{p}time_to_first_token_seconds",), sel, window),
-            tpot=_quantile(q, itl, sel, window),
-            input_token_rate=_rate((*tokens_in, f"{p}prompt_tokens_total"), sel, window),
-            output_token_rate=_rate((*tokens_out, f"{p}generation_tokens_total"), sel, window),
-            kv_cache_usage=" or ".join(f"avg({name}{{{sel}}})" for name in kv),
-            last_scrape=f"max(timestamp({running}{{{sel}}}))",
-            replicas=f"count({running}{{{sel}}})",
-        )
-    if engine is Engine.TGI:
-        sel = replace(selector, model_name=None).matchers()
-        queue = f"sum(tgi_queue_size{{{sel}}})"
-        inflight = f"{queue} + sum(tgi_batch_current_size{{{sel}}})"
-        counters = ("tgi_request_success", "tgi_request_count")
-        return ModelQueries(
-            request_rate=_rate(counters, sel, window),
-            request_rate_fast=None if fast is None else _rate(counters, sel, fast),
-            queue_length=queue,
-            inflight_growth=_growth(inflight, window),
-            ttft=None,
-            tpot=_quantile(q, ("tgi_request_mean_time_per_token_duration",), sel, window),
-            input_token_rate=_rate(("tgi_request_input_length_sum",), sel, window),
-            output_token_rate=_rate(("tgi_request_generated_tokens_sum",), sel, window),
-            kv_cache_usage=None,
-            last_scrape=f"max(timestamp(tgi_queue_size{{{sel}}}))",
-            replicas=f"count(tgi_queue_size{{{sel}}})",
-        )
-    return ModelQueries(None, None, None, None, None, None, None, None, None, None, None)
+    names = ENGINE_METRICS.get(engine)
+    if names is None:
+        return ModelQueries(None, None, None, None, None, None, None, None, None, None, None)
+    sel = (selector if names.model_label else replace(selector, model_name=None)).matchers()
+    queue = f"sum({names.waiting}{{{sel}}})"
+    inflight = f"{queue} + sum({names.running}{{{sel}}})"
+    return ModelQueries(
+        request_rate=_rate(names.success, sel, window),
+        request_rate_fast=None if fast is None else _rate(names.success, sel, fast),
+        queue_length=queue,
+        inflight_growth=_growth(inflight, window),
+        ttft=_quantile(q, names.ttft, sel, window) if names.ttft else None,
+        tpot=_quantile(q, names.tpot, sel, window) if names.tpot else None,
+        input_token_rate=_rate(names.tokens_in, sel, window),
+        output_token_rate=_rate(names.tokens_out, sel, window),
+        kv_cache_usage=" or ".join(f"avg({n}{{{sel}}})" for n in names.kv) or None,
+        last_scrape=f"max(timestamp({names.presence}{{{sel}}}))",
+        replicas=f"count({names.presence}{{{sel}}})",
+    )
 
 
 def model_queries(
@@ -245,4 +287,93 @@ def model_queries(
         input_token_rate=overrides.input_tokens or queries.input_token_rate,
         output_token_rate=overrides.output_tokens or queries.output_token_rate,
         kv_cache_usage=overrides.kv_cache_usage or queries.kv_cache_usage,
+    )
+
+
+DEPLOYMENT_LABEL = "deployment"
+"""Label the fleet-wide queries group by: the pod's Deployment (see :func:`fleet_queries`)."""
+
+_POD_OF_DEPLOYMENT = "(.+)-[a-z0-9]+-[a-z0-9]+"
+"""A Deployment's pods are ``<deployment>-<replicaset hash>-<pod hash>``."""
+
+
+@dataclass(frozen=True)
+class FleetQueries:
+    """One PromQL expression per signal over every pod of some namespaces, answering one
+    series per ``(namespace, deployment)`` (``deployment`` derived from the ``pod`` label);
+    ``None`` when the engine has no such metric. The operator sums these series over a model's
+    (or a variant's) Deployments, which is what the per-model :class:`ModelQueries` compute
+    in PromQL: every per-model figure is a sum, a maximum or a count over the model's pods,
+    and percentiles come from the buckets summed over them (``*_buckets``, one series per
+    ``le`` as well)."""
+
+    request_rate: str | None
+    request_rate_fast: str | None
+    queue_length: str | None
+    inflight_growth: str | None
+    ttft_buckets: str | None
+    tpot_buckets: str | None
+    input_token_rate: str | None
+    output_token_rate: str | None
+    kv_cache_sum: str | None
+    """Sum of the KV-cache usage gauges (divided by ``kv_cache_count`` for the mean)."""
+    kv_cache_count: str | None
+    last_scrape: str | None
+    replicas: str | None
+
+    def items(self) -> list[tuple[str, str | None]]:
+        """``(signal, query)`` pairs in field order."""
+        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+
+
+def _per_deployment(expression: str, how: str = "sum", extra: str = "") -> str:
+    grouped = f"namespace, {DEPLOYMENT_LABEL}{extra}"
+    relabelled = (
+        f'label_replace({expression}, "{DEPLOYMENT_LABEL}", "$1", "pod", "{_POD_OF_DEPLOYMENT}")'
+    )
+    return f"{how} by ({grouped}) ({relabelled})"
+
+
+def fleet_queries(
+    engine: Engine, namespaces: Sequence[str], *, window: str = "1m", fast_window: str | None = None
+) -> FleetQueries | None:
+    """The fleet-wide queries for every pod of ``engine`` in ``namespaces`` (see
+    :class:`FleetQueries`); ``None`` for an engine without default metrics (``custom``)."""
+    names = ENGINE_METRICS.get(engine)
+    if names is None or not namespaces:
+        return None
+    for name, value in (("window", window), ("fast_window", fast_window)):
+        if value is not None and not re.fullmatch(r"[0-9]+(ms|s|m|h)", value):
+            raise ValueError(f"{name} must be a PromQL duration such as 30s or 1m, got {value!r}")
+    listed = "|".join(re.escape(n) for n in sorted(set(namespaces)))
+    sel = f"namespace=~{_quote(listed)}"
+
+    def rates(counters: tuple[str, ...], span: str) -> str | None:
+        parts = [_per_deployment(f"rate({n}{{{sel}}}[{span}])") for n in counters]
+        return " or ".join(parts) or None
+
+    def buckets(histograms: tuple[str, ...]) -> str | None:
+        parts = [
+            _per_deployment(f"rate({n}_bucket{{{sel}}}[{window}])", extra=", le")
+            for n in histograms
+        ]
+        return " or ".join(parts) or None
+
+    queue = _per_deployment(f"{names.waiting}{{{sel}}}")
+    inflight = f"{queue} + {_per_deployment(f'{names.running}{{{sel}}}')}"
+    presence = f"{names.presence}{{{sel}}}"
+    return FleetQueries(
+        request_rate=rates(names.success, window),
+        request_rate_fast=None if fast_window is None else rates(names.success, fast_window),
+        queue_length=queue,
+        inflight_growth=_growth(inflight, window),
+        ttft_buckets=buckets(names.ttft),
+        tpot_buckets=buckets(names.tpot),
+        input_token_rate=rates(names.tokens_in, window),
+        output_token_rate=rates(names.tokens_out, window),
+        kv_cache_sum=" or ".join(_per_deployment(f"{n}{{{sel}}}") for n in names.kv) or None,
+        kv_cache_count=" or ".join(_per_deployment(f"{n}{{{sel}}}", "count") for n in names.kv)
+        or None,
+        last_scrape=_per_deployment(f"timestamp({presence})", "max"),
+        replicas=_per_deployment(presence, "count"),
     )

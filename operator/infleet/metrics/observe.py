@@ -41,7 +41,9 @@ __all__ = [
     "model_selector",
     "read_model_metrics",
     "read_model_observation",
+    "read_value",
     "read_variant_observations",
+    "variant_observation",
 ]
 
 
@@ -121,8 +123,9 @@ def model_selector(model: ModelDeployment, deployments: Sequence[str] = ()) -> S
 
 
 class _Reader:
-    def __init__(self, client: PrometheusClient) -> None:
+    def __init__(self, client: PrometheusClient, at: float | None = None) -> None:
         self.client = client
+        self.at = at
         self.errors: list[str] = []
         self.down = False
 
@@ -130,7 +133,7 @@ class _Reader:
         if query is None or self.down:
             return None
         try:
-            return finite(self.client.query_value(query))
+            return finite(self.client.query_value(query, self.at))
         except (PrometheusUnreachable, PrometheusHTTPError) as exc:
             self.down = True  # no point asking an unreachable server nine more times
             self.errors.append(str(exc))
@@ -145,6 +148,15 @@ MIN_MIX_REQUESTS = 20.0
 with token counters that include running requests (the fallback for engines without the
 per-request histograms) it is several times too high: an e2e run against such an engine
 planned 8 replicas where 2 were right. Below it, the model's prior mix stands."""
+
+
+def read_value(
+    client: PrometheusClient, signal: str, query: str | None, at: float | None = None
+) -> tuple[float | None, tuple[str, ...]]:
+    """One query's finite value (``None``: empty, not finite, or failed) and what failed."""
+    reader = _Reader(client, at)
+    value = reader.value(signal, query)
+    return value, tuple(reader.errors)
 
 
 def _per_request(
@@ -164,37 +176,62 @@ def _read(
     wake_query: str | None,
     window_seconds: float,
     fast_window_seconds: float | None = None,
+    at: float | None = None,
 ) -> ModelMetrics:
-    reader = _Reader(client)
+    reader = _Reader(client, at)
     got = {signal: reader.value(signal, query) for signal, query in queries.items()}
     wake = reader.value("wakeQuery", wake_query)
-    rate = got["request_rate"]
-    last = got["last_scrape"]
+    return assemble_metrics(
+        got,
+        now=now,
+        wake=wake,
+        errors=reader.errors,
+        window_seconds=window_seconds,
+        fast_window_seconds=fast_window_seconds,
+        has_freshness_query=queries.last_scrape is not None,
+    )
+
+
+def assemble_metrics(
+    got: Mapping[str, float | None],
+    *,
+    now: float,
+    wake: float | None,
+    errors: Sequence[str],
+    window_seconds: float,
+    fast_window_seconds: float | None,
+    has_freshness_query: bool = True,
+) -> ModelMetrics:
+    """:class:`ModelMetrics` from one value per :class:`ModelQueries` signal (``ttft`` and
+    ``tpot`` in seconds, ``None`` where not observed)."""
+    rate = got.get("request_rate")
+    last = got.get("last_scrape")
     if last is not None:
         age = max(0.0, now - last)
-    elif queries.last_scrape is None and rate is not None:
+    elif not has_freshness_query and rate is not None:
         age = 0.0
     else:
         age = math.inf
-    ttft, tpot = got["ttft"], got["tpot"]
-    replicas = got["replicas"]
-    fast = got["request_rate_fast"]
+    ttft, tpot = got.get("ttft"), got.get("tpot")
+    replicas = got.get("replicas")
+    fast = got.get("request_rate_fast")
+    growth = got.get("inflight_growth")
     return ModelMetrics(
         request_rate=rate,
         fast_request_rate=fast,
         fast_window_seconds=None if fast is None else fast_window_seconds,
-        queue_length=got["queue_length"],
-        inflight_growth=got["inflight_growth"],
-        growth_window_seconds=None if got["inflight_growth"] is None else window_seconds,
+        queue_length=got.get("queue_length"),
+        inflight_growth=growth,
+        growth_window_seconds=None if growth is None else window_seconds,
         ttft_ms=None if ttft is None else ttft * 1000.0,
         tpot_ms=None if tpot is None else tpot * 1000.0,
-        mean_input_tokens=_per_request(got["input_token_rate"], rate, window_seconds),
-        mean_output_tokens=_per_request(got["output_token_rate"], rate, window_seconds),
-        kv_cache_usage=got["kv_cache_usage"],
+        mean_input_tokens=_per_request(got.get("input_token_rate"), rate, window_seconds),
+        mean_output_tokens=_per_request(got.get("output_token_rate"), rate, window_seconds),
+        kv_cache_usage=got.get("kv_cache_usage"),
         replicas=None if replicas is None else round(replicas),
         wake_demand=wake,
         data_age_seconds=age,
-        errors=tuple(reader.errors),
+        errors=tuple(errors),
     )
 
 
@@ -206,9 +243,11 @@ def read_model_metrics(
     deployments: Sequence[str] = (),
     window: str = "1m",
     fast_window: str | None = None,
+    at: float | None = None,
 ) -> ModelMetrics:
     """All signals of ``model`` at Unix time ``now``, with its overrides and wake query;
-    ``fast_window`` adds the completion rate over that short window (fast attack)."""
+    ``fast_window`` adds the completion rate over that short window (fast attack). The
+    queries are evaluated at Unix time ``at`` (default: when Prometheus answers)."""
     queries = model_queries(
         model.spec.engine,
         model_selector(model, deployments),
@@ -224,6 +263,7 @@ def read_model_metrics(
         model.spec.scale_to_zero.wake_query,
         duration_seconds(window),
         None if fast_window is None else duration_seconds(fast_window),
+        at,
     )
 
 
@@ -261,14 +301,20 @@ def read_variant_observations(
             window=window,
         )
         metrics = _read(client, queries, now, None, duration_seconds(window))
-        capacity = capacity_per_replica.get(variant)
-        utilization = None
-        if metrics.request_rate is not None and metrics.replicas and capacity:
-            utilization = metrics.request_rate / (metrics.replicas * capacity)
-        out[variant] = VariantObservation(
-            ttft_ms=metrics.ttft_ms,
-            tpot_ms=metrics.tpot_ms,
-            utilization=utilization,
-            data_age_seconds=metrics.data_age_seconds,
-        )
+        out[variant] = variant_observation(metrics, capacity_per_replica.get(variant))
     return out
+
+
+def variant_observation(metrics: ModelMetrics, capacity: float | None) -> VariantObservation:
+    """A variant's signals (``metrics`` of its pods) for calibration; ``capacity`` is its
+    *calibrated* requests/s per replica. Utilisation is the completions/s over (pods
+    reporting x capacity)."""
+    utilization = None
+    if metrics.request_rate is not None and metrics.replicas and capacity:
+        utilization = metrics.request_rate / (metrics.replicas * capacity)
+    return VariantObservation(
+        ttft_ms=metrics.ttft_ms,
+        tpot_ms=metrics.tpot_ms,
+        utilization=utilization,
+        data_age_seconds=metrics.data_age_seconds,
+    )

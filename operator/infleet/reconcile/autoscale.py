@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from infleet.api import Engine
 from infleet.core.autoscale import (
     DemandDecision,
     ModelScalingState,
@@ -43,10 +44,14 @@ from infleet.core.calibration import calibrate_variants
 from infleet.core.fleet import Demand, PlanInputs, model_slo, variant_capacity
 from infleet.core.planner import ModelKey, PlacementKey
 from infleet.core.settings import AutoscaleSettings
+from infleet.metrics.engines import ENGINE_METRICS
+from infleet.metrics.fleet import FleetMetrics, read_fleet_metrics
 from infleet.metrics.observe import (
     ModelMetrics,
     read_model_metrics,
+    read_value,
     read_variant_observations,
+    variant_observation,
 )
 from infleet.metrics.prometheus import (
     PrometheusClient,
@@ -163,8 +168,14 @@ class Autoscaler:
         window: str = "1m",
         fast_window: str | None = None,
         policy: ScalingPolicy | None = None,
+        fleet_reads: bool = True,
     ) -> None:
         self.client = client
+        self.fleet_reads = fleet_reads
+        """Read the models that allow it with one round of fleet-wide queries
+        (:mod:`infleet.metrics.fleet`) instead of a dozen queries per model."""
+        self.last_read: tuple[int, int] = (0, 0)
+        """``(models read fleet-wide, models read one by one)`` in the last cycle."""
         self.window = window
         self.fast_window = fast_window
         """Range of the short-window completion rate (fast attack); ``None``: not read."""
@@ -228,6 +239,17 @@ class Autoscaler:
                 by_variant.setdefault(child.variant, []).append(child.name)
             if child.ready_replicas < child.replicas:
                 starting.add((child.namespace, child.model))
+        fleet: FleetMetrics | None = None
+        grouped = {p.key for p in models if self._fleet_readable(p, names.get(p.key, {}))}
+        if down is None and grouped:
+            by_engine: dict[Engine, list[str]] = {}
+            for parsed in models:
+                if parsed.key in grouped:
+                    by_engine.setdefault(parsed.model.spec.engine, []).append(parsed.key[0])
+            fleet = read_fleet_metrics(
+                self.client, by_engine, window=self.window, fast_window=self.fast_window
+            )
+        self.last_read = (len(grouped), len(models) - len(grouped))
         live = set()
         for parsed in models:
             key = parsed.key
@@ -242,6 +264,7 @@ class Autoscaler:
                     now,
                     down,
                     starting=key in starting,
+                    fleet=fleet if key in grouped else None,
                 )
             except Exception:  # one model's surprise must not stop the fleet's cycle
                 log.exception("%s/%s: autoscaling failed; holding its replicas", *key)
@@ -249,6 +272,20 @@ class Autoscaler:
         for gone in set(self.states) - live:
             del self.states[gone]
         return cycle
+
+    def _fleet_readable(
+        self, parsed: ParsedModel, deployments: Mapping[str, Sequence[str]]
+    ) -> bool:
+        """Whether the model's signals can come from the fleet-wide round: default engine
+        queries (no ``spec.metrics`` override, not ``custom``) and running Deployments."""
+        spec = parsed.model.spec
+        overrides = spec.metrics is not None and bool(spec.metrics.model_dump(exclude_none=True))
+        return (
+            self.fleet_reads
+            and not overrides
+            and spec.engine in ENGINE_METRICS
+            and any(deployments.values())
+        )
 
     def _decide(
         self,
@@ -261,16 +298,28 @@ class Autoscaler:
         down: str | None,
         *,
         starting: bool = False,
+        fleet: FleetMetrics | None = None,
     ) -> None:
         model, key = parsed.model, parsed.key
         spec = model.spec
         policy = policy_for_model(spec, self.policy)
-        if down is None:
+        namespace = key[0]
+        if down is not None:
+            metrics = ModelMetrics(errors=(down,))
+        elif fleet is not None:
+            wake, wake_errors = read_value(self.client, "wakeQuery", spec.scale_to_zero.wake_query)
+            metrics = fleet.metrics(
+                namespace,
+                [name for names in deployments.values() for name in names],
+                percentile=spec.slo.percentile,
+                now=now,
+                wake=wake,
+                errors=wake_errors,
+            )
+        else:
             metrics = read_model_metrics(
                 self.client, model, now, window=self.window, fast_window=self.fast_window
             )
-        else:
-            metrics = ModelMetrics(errors=(down,))
         if metrics.errors:
             log.info("%s/%s: metrics: %s", *key, "; ".join(metrics.errors))
         observation = metrics.observation
@@ -289,14 +338,26 @@ class Autoscaler:
                 for name in deployments
                 if name in index
             }
-            observations = read_variant_observations(
-                self.client,
-                model,
-                {name: deployments[name] for name in capacity},
-                capacity,
-                now,
-                window=self.window,
-            )
+            if fleet is not None:
+                observations = {
+                    name: variant_observation(
+                        fleet.metrics(
+                            namespace, deployments[name], percentile=spec.slo.percentile, now=now
+                        ),
+                        capacity[name],
+                    )
+                    for name in capacity
+                    if deployments[name]
+                }
+            else:
+                observations = read_variant_observations(
+                    self.client,
+                    model,
+                    {name: deployments[name] for name in capacity},
+                    capacity,
+                    now,
+                    window=self.window,
+                )
             changed_at = new_state.last_change_time
             if starting or new_state.last_replicas != total:
                 changed_at = now

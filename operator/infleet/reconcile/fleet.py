@@ -77,6 +77,8 @@ class CycleReport:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     planner_seconds: float = 0.0
+    metrics_seconds: float | None = None
+    """Reading live metrics (``None``: no autoscaling this cycle)."""
     ready: int = 0
     """Ready replicas of infleet's Deployments when the cycle read the cluster."""
 
@@ -262,6 +264,8 @@ class FleetReconciler:
         if self.metrics is not None:
             self.metrics.cycle_seconds.observe(report.seconds)
             self.metrics.planner_seconds.observe(report.planner_seconds)
+            if report.metrics_seconds is not None:
+                self.metrics.metrics_read_seconds.observe(report.metrics_seconds)
             self.metrics.last_cycle_end.set(time.time())
         return report
 
@@ -306,13 +310,13 @@ class FleetReconciler:
         advising = [m for m in models if m.model.spec.mode == Mode.ADVISE]
         capacity = {name: inv.planning_capacity for name, inv in inventory.items()}
         loop = self.settings.fleet
-        t0 = time.perf_counter()
         # autoscale hook: demand, calibration and replica bounds of the Apply models
-        self._autoscale = (
-            None
-            if self.autoscaler is None
-            else self.autoscaler.prepare(applying, children, current, self.clock())
-        )
+        self._autoscale = None
+        if self.autoscaler is not None:
+            t0 = time.perf_counter()
+            self._autoscale = self.autoscaler.prepare(applying, children, current, self.clock())
+            report.metrics_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
         plan = self._plan(pools, applying, capacity, current)
         advice = None
         if advising:

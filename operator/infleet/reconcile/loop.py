@@ -115,10 +115,14 @@ class FleetLoop:
             plan = report.plan
             if self.settings.show_fleet and plan is not None:
                 self._show(plan, report.ready)
+            metrics = (
+                "" if report.metrics_seconds is None else f"metrics {report.metrics_seconds:.2f}s, "
+            )
             log.info(
-                "fleet cycle %.2fs (planner %.2fs): %d placements, $%.2f/h, "
+                "fleet cycle %.2fs (%splanner %.2fs): %d placements, $%.2f/h, "
                 "%d applied, %d deleted, %d statuses, %d events, %d errors",
                 report.seconds,
+                metrics,
                 report.planner_seconds,
                 sum(1 for p in plan.placements if p.replicas) if plan else 0,
                 plan.cost_per_hour if plan else 0.0,

@@ -38,6 +38,12 @@ class OperatorMetrics:
             buckets=_CYCLE_BUCKETS,
             registry=r,
         )
+        self.metrics_read_seconds = Histogram(
+            "infleet_metrics_read_seconds",
+            "Time spent reading the autoscaled models' signals from Prometheus per cycle.",
+            buckets=_CYCLE_BUCKETS,
+            registry=r,
+        )
         self.desired_replicas = Gauge(
             "infleet_desired_replicas",
             "Replicas the plan wants per model and pool.",
