@@ -44,7 +44,7 @@ from infleet.metrics.observe import (
 from infleet.metrics.prometheus import PrometheusClient, Sample
 from infleet.sandbox.cluster import Sandbox, default_state_dir
 from infleet.sandbox.load_settings import SteadyLoad, settings_path, update_settings
-from operator_scale import create_all, kubectl
+from operator_scale import create_all, kubectl, ready_count
 
 NAMESPACE = "metrics-scale"
 POOL = "metrics-scale"
@@ -122,14 +122,6 @@ def deployments(env: dict[str, str]) -> dict[str, list[str]]:
         if int(replicas) > 0:
             found.setdefault(name, []).append(deployment)
     return found
-
-
-def ready_models(env: dict[str, str]) -> int:
-    out = kubectl(
-        env, "get", "mdep", "-n", NAMESPACE, "-o",
-        'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
-    )  # fmt: skip
-    return out.split().count("True")
 
 
 def per_model_round(
@@ -237,9 +229,9 @@ def main() -> None:
     try:
         create_all(env, manifests)
         start = time.monotonic()
-        while ready_models(env) < args.models:
+        while (ready := ready_count(env, NAMESPACE)) < args.models:
             if time.monotonic() - start > 600:
-                raise SystemExit(f"only {ready_models(env)} of {args.models} models Ready")
+                raise SystemExit(f"only {ready} of {args.models} models Ready after 600 s")
             time.sleep(3)
         print(f"{args.models} models Ready in {time.monotonic() - start:.0f} s; "
               "operator runs 60 s more", flush=True)  # fmt: skip
