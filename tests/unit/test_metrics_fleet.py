@@ -63,9 +63,17 @@ def test_histogram_quantile_is_nan_where_prometheus_answers_nan(
     assert histogram_quantile(0.95, buckets) is None
 
 
+def test_histogram_quantile_at_zero() -> None:
+    # Rank 0 is reached by an empty lowest bucket: 0 of 0 observations into it, NaN.
+    assert histogram_quantile(0.0, {0.01: 0.0, 0.02: 1.0, INF: 1.0}) is None
+    # With observations in the lowest bucket, rank 0 is its start.
+    assert histogram_quantile(0.0, {0.01: 2.0, INF: 2.0}) == 0.0
+
+
 @given(
-    counts=st.lists(st.floats(0, 1000), min_size=1, max_size=12),
-    q=st.floats(0, 1),
+    # Bucket rates: 0 or at least 1e-3 per second (no denormals for q * total to underflow).
+    counts=st.lists(st.just(0.0) | st.floats(1e-3, 1000), min_size=1, max_size=12),
+    q=st.floats(1e-6, 1),  # an SLO percentile; q -> 0 over an empty lowest bucket is 0 / 0
 )
 def test_histogram_quantile_lies_within_the_finite_bounds(counts: list[float], q: float) -> None:
     bounds = [0.01 * 2**i for i in range(len(counts))]

@@ -71,7 +71,8 @@ def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None
     starts at 0 (when its upper bound is positive); a rank in the ``+Inf`` bucket answers the
     highest finite bound; counts that dip below an earlier bucket's are raised to it (rates
     of cumulative buckets can be slightly non-monotonic). NaN (``None``) without a ``+Inf``
-    bucket, with fewer than two buckets, or with no observations.
+    bucket, with fewer than two buckets, with no observations, or for ``q = 0`` when the
+    lowest bucket is empty (0 / 0).
     """
     if math.isnan(q):
         return None
@@ -101,6 +102,8 @@ def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None
         start = bounds[index - 1]
         count -= counts[index - 1]
         rank -= counts[index - 1]
+    if not count > 0:  # only at q = 0 over an empty lowest bucket: 0 / 0, NaN in Prometheus
+        return None
     return start + (bounds[index] - start) * (rank / count)
 
 
