@@ -1,8 +1,10 @@
 """Live-metrics autoscaling in the fleet cycle (the I/O side of :mod:`infleet.core.autoscale`).
 
-Opt-in: ``infleet run --prometheus-url URL`` (or ``$INFLEET_PROMETHEUS_URL``). Per cycle and
-per Apply model, :meth:`Autoscaler.prepare` reads the model's signals from Prometheus, runs the
-pure policy (:func:`~infleet.core.autoscale.decide_demand`), calibrates each running variant
+Opt-in: ``infleet run --prometheus-url URL`` (or ``$INFLEET_PROMETHEUS_URL``). Per cycle,
+:meth:`Autoscaler.prepare` reads every Apply model's signals from Prometheus (one round of
+fleet-wide queries, :mod:`infleet.metrics.fleet`, for the models with default engine queries
+and running Deployments; per-model queries for the rest). Per model it then runs the pure
+policy (:func:`~infleet.core.autoscale.decide_demand`), calibrates each running variant
 (:func:`~infleet.core.calibration.calibrate_variants`) and returns an :class:`AutoscaleCycle`
 holding what the planner needs (demand, calibration factors, replica bounds) and, after the
 plan, the model's status fields (:meth:`AutoscaleCycle.status`).
