@@ -7,6 +7,7 @@ against the sandbox's real Prometheus in tests/e2e/test_metrics_live.py."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import threading
@@ -32,6 +33,8 @@ class _Prometheus(http.server.BaseHTTPRequestHandler):
 
     table: ClassVar[dict[str, float]] = {}
     queries: ClassVar[list[str]] = []
+    pod_label: ClassVar[bool] = True
+    """False: the series carry no ``pod`` label, so the fleet-wide queries group nothing."""
 
     def do_GET(self) -> None:
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["query"][0]
@@ -40,6 +43,8 @@ class _Prometheus(http.server.BaseHTTPRequestHandler):
         result = []
         grouped = "by (namespace, deployment" in query
         for needle, value in self.table.items():
+            if grouped and not self.pod_label:
+                break
             if needle in query:
                 labels = {"namespace": "ns", "deployment": "chat-h100-pool"} if grouped else {}
                 if grouped and "_bucket" in query:
@@ -74,15 +79,31 @@ class Prom:
         )
 
 
-@pytest.fixture(params=[True, False], ids=["fleet-reads", "per-model-reads"])
-def prometheus(request: pytest.FixtureRequest) -> Iterator[Prom]:
+@contextlib.contextmanager
+def _serve() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _Prometheus.queries.clear()
-    yield Prom(f"http://127.0.0.1:{server.server_address[1]}", request.param)
-    server.shutdown()
-    server.server_close()
+    _Prometheus.pod_label = True
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(params=[True, False], ids=["fleet-reads", "per-model-reads"])
+def prometheus(request: pytest.FixtureRequest) -> Iterator[Prom]:
+    with _serve() as url:
+        yield Prom(url, request.param)
+
+
+@pytest.fixture
+def prometheus_without_pod_label() -> Iterator[str]:
+    with _serve() as url:
+        _Prometheus.pod_label = False
+        yield url
 
 
 def signals(rate: float, *, ttft_s: float = 0.2, queue: float = 0.0, pods: int = 2) -> None:
@@ -152,6 +173,23 @@ def test_fresh_metrics_give_measured_demand_and_floor_one(prometheus: Prom) -> N
         # The variant was read with its own Deployment's pods for calibration.
         assert scaler.last_read == (0, 1)
         assert any("pod=~" in q and "pool" in q for q in _Prometheus.queries)
+
+
+def test_series_without_a_pod_label_fall_back_to_the_per_model_queries(
+    prometheus_without_pod_label: str,
+) -> None:
+    # The fleet-wide round finds no Deployment's series; the model-level queries (namespace
+    # and model_name) still answer, as before the fleet-wide reads.
+    signals(6.0)
+    scaler = Autoscaler(PrometheusClient(prometheus_without_pod_label, retries=0), window="20s")
+    cycle = scaler.prepare([parsed()], [child(2)], current(2), time.time())
+    assert scaler.last_read == (1, 0)
+    assert cycle.demand[KEY].source == "metrics"
+    assert cycle.demand[KEY].requests_per_second == pytest.approx(6.0)
+    assert cycle.records[KEY].decision.metrics_available
+    per_model = [q for q in _Prometheus.queries if q.startswith("sum(rate(")]
+    assert per_model  # asked after the fleet-wide round came back empty
+    assert 'model_name="org/chat"' in per_model[0]
 
 
 def test_prometheus_down_holds_current_replicas_and_previous_demand() -> None:

@@ -318,6 +318,14 @@ class Autoscaler:
                 wake=wake,
                 errors=wake_errors,
             )
+            if not fleet.errors and metrics.replicas is None and metrics.request_rate is None:
+                # No series of its Deployments' pods: the pods are not scraped yet, or the
+                # series carry no `pod` label to tell Deployments apart. The per-model queries
+                # match on `namespace` and `model_name` alone, so ask them (as before).
+                fleet = None
+                metrics = read_model_metrics(
+                    self.client, model, now, window=self.window, fast_window=self.fast_window
+                )
         else:
             metrics = read_model_metrics(
                 self.client, model, now, window=self.window, fast_window=self.fast_window
