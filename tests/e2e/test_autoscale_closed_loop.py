@@ -443,7 +443,10 @@ def test_load_drop_scales_down_only_after_the_window_on_its_peak(
     )
     first_drop = next(t for t, st in history.since(dropped) if (st.get("desiredReplicas") or 0) < 3)
     assert first_drop - dropped >= WINDOW - 1, history.table()
-    assert done["demand"]["requestsPerSecond"] < 4
+    # The old load's samples (~10 req/s) aged out: the plan is the new load's window peak,
+    # 2 req/s plus the window's noise. That peak reached 4.0 (exactly one replica's 5 req/s at
+    # 0.8) in one CI run, so the bound sits between it and the old load, not at the threshold.
+    assert done["demand"]["requestsPerSecond"] < 5, history.table()
     kube.wait_for(
         "the Deployment at 1 replica", lambda: deployed_replicas(kube, namespace) == 1, timeout=20
     )
