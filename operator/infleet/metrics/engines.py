@@ -253,6 +253,12 @@ def _default(
     )
 
 
+def _check_windows(window: str, fast_window: str | None) -> None:
+    for name, value in (("window", window), ("fast_window", fast_window)):
+        if value is not None and not re.fullmatch(r"[0-9]+(ms|s|m|h)", value):
+            raise ValueError(f"{name} must be a PromQL duration such as 30s or 1m, got {value!r}")
+
+
 def model_queries(
     engine: Engine,
     selector: Selector,
@@ -266,9 +272,7 @@ def model_queries(
     ``fast_window`` adds the completion rate over that short window."""
     if not 0 < percentile < 100:
         raise ValueError(f"percentile must be strictly between 0 and 100, got {percentile!r}")
-    for name, value in (("window", window), ("fast_window", fast_window)):
-        if value is not None and not re.fullmatch(r"[0-9]+(ms|s|m|h)", value):
-            raise ValueError(f"{name} must be a PromQL duration such as 30s or 1m, got {value!r}")
+    _check_windows(window, fast_window)
     queries = _default(engine, selector, percentile / 100.0, window, fast_window)
     if overrides is None:
         return queries
@@ -342,9 +346,7 @@ def fleet_queries(
     names = ENGINE_METRICS.get(engine)
     if names is None or not namespaces:
         return None
-    for name, value in (("window", window), ("fast_window", fast_window)):
-        if value is not None and not re.fullmatch(r"[0-9]+(ms|s|m|h)", value):
-            raise ValueError(f"{name} must be a PromQL duration such as 30s or 1m, got {value!r}")
+    _check_windows(window, fast_window)
     listed = "|".join(re.escape(n) for n in sorted(set(namespaces)))
     sel = f"namespace=~{_quote(listed)}"
 
