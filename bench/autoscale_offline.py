@@ -72,6 +72,7 @@ from infleet.core.autoscale import (
 from infleet.core.autoscale_status import replica_bounds
 from infleet.core.calibration import CalibrationSettings, VariantObservation, calibrate_variants
 from infleet.core.fleet import model_slo, variant_capacity
+from infleet.core.probe import ProbeLine, probe_line, rising
 from infleet.reconcile.autoscale import SETTLE_WINDOWS
 from infleet.sandbox.engine_replicas import replica_spec
 from infleet.sandbox.engine_sim import ModelLoad, ModelSim, ReplicaSim
@@ -468,13 +469,16 @@ def reaction(
     interval: float = 5.0,
     hold: float = 60.0,
     levels: Sequence[float] = LEVELS,
+    probe: float | None = None,
 ) -> list[tuple[float | None, int]]:
     """The benchmark's staircase (phase 1) for infleet: per step, ``t_req - t_prom`` in
     seconds (``None``: no scale-up within the hold) and the replicas before the step, with
     ``t_prom`` when the window's
     request-rate query moved (:func:`autoscale.first_moved`) and ``t_req`` the first cycle
     asking for more replicas. ``seed`` draws the arrivals and the phases of the scrapes and
-    cycles against the steps."""
+    cycles against the steps. ``probe``: every so many seconds between cycles, the operator's
+    probe (:func:`infleet.core.probe.rising` on the short-window rate against the plan's
+    covered arrivals) starts a cycle early; the next regular cycle is then an interval later."""
     shape = ModelShape(
         ttft_ms=500, prior_rps=levels[0], input_tokens=512, output_tokens=128,
         startup_seconds=2, scale_down_window=300, max_replicas=16,
@@ -492,6 +496,9 @@ def reaction(
     t = -hold
     next_scrape = t + (seed * 0.37) % SCRAPE
     next_cycle = t + (seed * 1.3) % interval
+    next_probe = t
+    fired: ProbeLine | None = None
+    capacity = variant_capacity(model, 0).requests_per_second
     history: list[tuple[float, float]] = []
     delays: list[tuple[float | None, int]] = []
     step, before, ceiling = 0, 0, 0.0
@@ -517,13 +524,27 @@ def reaction(
         history.append((t, rate))
         if step:
             moved_series.append((t, rate))
-        if t >= next_cycle - 1e-9:
+        early = False
+        if probe is not None and t >= next_probe - 1e-9:
+            next_probe += probe
+            line = probe_line(
+                capacity_requests_per_second=world.desired * capacity,
+                target_utilization=model.spec.target_utilization,
+                replicas=world.desired,
+                max_replicas=model.spec.replicas.max,
+                unmet_requests_per_second=0.0,
+            )
+            if line is not None and line != fired:
+                fast = world.sum_rate("success", t, 0.4 * window)
+                early = rising(line, fast, 0.4 * window, ScalingPolicy().fast_attack_z)
+                fired = line if early else fired
+        if early or t >= next_cycle - 1e-9:
             new = controller(world, t)
             if new != world.desired:
                 world.scale(t, new)
             if step and t_req is None and new > before:
                 t_req = t
-            next_cycle += interval
+            next_cycle = t + interval if early else next_cycle + interval
         world.sim.tick(t, TICK, rng)
         t += TICK
     close()
@@ -608,12 +629,16 @@ def print_reaction(seeds: Sequence[int], jobs: int) -> int:
           "--interval 5 --metrics-window 20s;\nt_req - t_prom per step, s "
           "(- : none in the hold), (replicas before the step)")  # fmt: skip
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        runs = {
-            fast: [pool.submit(reaction, seed, fast=fast) for seed in seeds]
-            for fast in (False, True)
+        variants = {
+            "window rate only": {"fast": False},
+            "fast attack (8s)": {"fast": True},
+            "+ probe every 1s": {"fast": True, "probe": 1.0},
         }
-        for fast, futures in runs.items():
-            label = "fast attack (8s)" if fast else "window rate only"
+        runs = {
+            label: [pool.submit(reaction, seed, **kwargs) for seed in seeds]
+            for label, kwargs in variants.items()
+        }
+        for label, futures in runs.items():
             medians = []
             for seed, future in zip(seeds, futures, strict=True):
                 steps = future.result()

@@ -197,6 +197,14 @@ def priority_for_pod(pod_name: str) -> int:
     help="PromQL range of the short-window request rate that speeds up scaling up "
     "(default: 40% of --metrics-window; 0 turns it off).",
 )
+@click.option(
+    "--probe-interval",
+    type=click.FloatRange(min=0.0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between probes of the short-window request rate between cycles: a model "
+    "whose load outgrew its plan gets a cycle at once (0: off; off when not below --interval).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def run(
     kubeconfig: Path | None,
@@ -214,6 +222,7 @@ def run(
     prometheus_url: str | None,
     metrics_window: str,
     fast_window: str | None,
+    probe_interval: float,
     verbose: bool,
 ) -> None:
     """Run the operator: watch pools, models and nodes; plan the fleet; apply it."""
@@ -270,6 +279,7 @@ def run(
             prometheus_url=prometheus_url or None,
             metrics_window=metrics_window,
             fast_window=fast_window,
+            probe_interval_seconds=probe_interval,
         ),
     )
     from infleet.handlers import run_operator

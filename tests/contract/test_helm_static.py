@@ -133,12 +133,14 @@ def test_operator_options_reach_the_arguments(helm: str) -> None:
             "operator.logFormat=plain",
             "operator.metricsWindow=20s",
             "operator.fastWindow=8s",
+            "operator.probeInterval=2",
         ),
         "Deployment",
     )
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--metrics-window=20s" in args
     assert "--fast-window=8s" in args
+    assert "--probe-interval=2" in args
     assert "--namespace=llm" in args
     assert "--namespace=batch" in args
     assert "--all-namespaces" not in args
@@ -148,6 +150,7 @@ def test_operator_options_reach_the_arguments(helm: str) -> None:
     assert "--peering" not in args  # one pod: nothing to elect
     defaults = one(render(helm), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert not any(a.startswith("--fast-window") for a in defaults["args"])  # 40% default
+    assert "--probe-interval=5" in defaults["args"]
 
 
 def test_the_generated_arguments_parse(helm: str) -> None:
@@ -288,6 +291,7 @@ BAD_VALUES = [
     ("operator.prometheusUrl=prometheus:9090", "/operator/prometheusUrl"),
     ("operator.metricsWindow=5", "/operator/metricsWindow"),
     ("operator.fastWindow=8 s", "/operator/fastWindow"),
+    ("operator.probeInterval=-1", "/operator/probeInterval"),
     ("crds.keep=yes", "/crds/keep"),
     ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
     ("serviceMonitor.interval=30", "/serviceMonitor/interval"),

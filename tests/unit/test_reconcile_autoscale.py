@@ -21,8 +21,9 @@ import pytest
 
 from infleet.api import ModelDeployment
 from infleet.core.autoscale import ModelScalingState, ScalingPolicy
+from infleet.core.plan_types import FleetPlan, ModelOutcome, SolverInfo
 from infleet.metrics.prometheus import PrometheusClient
-from infleet.reconcile.autoscale import Autoscaler, window_seconds
+from infleet.reconcile.autoscale import Autoscaler, Rise, window_seconds
 from infleet.reconcile.observe import LiveChild, ParsedModel
 
 KEY = ("ns", "chat")
@@ -324,3 +325,81 @@ def test_token_mix_needs_enough_finished_requests_in_the_window(
         assert (got.mean_input_tokens, got.mean_output_tokens) == (None, None)
     else:
         assert (got.mean_input_tokens, got.mean_output_tokens) == pytest.approx(mix)
+
+
+# --- the probe between cycles -----------------------------------------------------------
+
+
+def plan_of(replicas: int, capacity_per_replica: float = 5.0, unmet: float = 0.0) -> FleetPlan:
+    """What the planner answered for the one model: ``replicas`` of the h100 variant."""
+    capacity = replicas * capacity_per_replica
+    outcome = ModelOutcome(KEY, 1.0, 1.25, capacity, unmet, replicas, 0.0, None, "")
+    return FleetPlan((), (outcome,), 0.0, SolverInfo("test", 0.0, 0.0))
+
+
+def test_probe_fires_once_when_the_short_rate_outgrows_the_plan() -> None:
+    with _serve() as url:
+        signals(6.0)
+        scaler = Autoscaler(PrometheusClient(url, retries=0), window="20s", fast_window="8s")
+        cycle = scaler.prepare([parsed()], [child(2)], current(2), time.time())
+        scaler.draw_lines(plan_of(2), cycle)  # 2 x 5 req/s at 80%: covers 8 req/s
+        _Prometheus.queries.clear()
+        assert scaler.probe() == []  # 6 req/s: covered
+        assert len(_Prometheus.queries) == 1  # one fleet-wide query for the whole fleet
+        assert "[8s]" in _Prometheus.queries[0]
+        assert "by (namespace, deployment)" in _Prometheus.queries[0]
+        signals(8.5)  # above the line, but 8.5 - sqrt(8.5 / 8) = 7.47: within the noise
+        assert scaler.probe() == []
+        signals(12.0)  # 12 - sqrt(12 / 8) = 10.78 > 8
+        assert scaler.probe() == [Rise(KEY, 12.0, pytest.approx(8.0))]
+        _Prometheus.queries.clear()
+        assert scaler.probe() == []  # fired: the line waits for the cycle it started
+        assert _Prometheus.queries == []  # and nothing else is watched, so nothing is asked
+        cycle = scaler.prepare([parsed()], [child(2)], current(2), time.time())
+        scaler.draw_lines(plan_of(4), cycle)  # the early cycle's plan: 4 replicas cover 16
+        assert scaler.probe() == []
+
+
+@pytest.mark.parametrize(
+    ("plan", "fast_window", "fleet_reads", "why"),
+    [
+        (plan_of(8), "8s", True, "at the model's maximum (8): an early cycle adds nothing"),
+        (plan_of(3, unmet=4.0), "8s", True, "short of capacity: nothing more to be had"),
+        (plan_of(2), None, True, "no fast window: nothing to probe with"),
+        (plan_of(2), "8s", False, "read one by one: not in the fleet-wide round"),
+    ],
+)
+def test_probe_leaves_out_what_an_early_cycle_cannot_help(
+    plan: FleetPlan, fast_window: str | None, fleet_reads: bool, why: str
+) -> None:
+    with _serve() as url:
+        signals(30.0)
+        scaler = Autoscaler(
+            PrometheusClient(url, retries=0),
+            window="20s",
+            fast_window=fast_window,
+            fleet_reads=fleet_reads,
+        )
+        cycle = scaler.prepare([parsed()], [child(2)], current(2), time.time())
+        scaler.draw_lines(plan, cycle)
+        _Prometheus.queries.clear()
+        assert scaler.probe() == [], why
+        assert _Prometheus.queries == [], why
+
+
+def test_probe_skips_a_held_model_and_survives_prometheus_going_away() -> None:
+    scaler = Autoscaler(
+        PrometheusClient("http://127.0.0.1:9", retries=0, timeout=1.0),
+        window="20s",
+        fast_window="8s",
+    )
+    cycle = scaler.prepare([parsed()], [child(2)], current(2), time.time())
+    assert cycle.records[KEY].decision.hold
+    scaler.draw_lines(plan_of(2), cycle)
+    assert scaler.probe() == []  # held: not watched
+    with _serve() as url:
+        signals(6.0)
+        scaler = Autoscaler(PrometheusClient(url, retries=0), window="20s", fast_window="8s")
+        cycle = scaler.prepare([parsed()], [child(2)], current(2), time.time())
+        scaler.draw_lines(plan_of(2), cycle)
+    assert scaler.probe() == []  # the server is gone: no rise, no exception

@@ -141,6 +141,7 @@ from infleet.core.forecast import (
     trend_slope,
     window_peak,
 )
+from infleet.core.probe import fast_arrivals
 
 __all__ = [
     "CalibrationSettings",
@@ -505,12 +506,9 @@ def _queue_terms(
 
 def _fast_rate(obs: Observation, policy: ScalingPolicy) -> float | None:
     """The short-window completion rate less ``fast_attack_z`` Poisson standard deviations;
-    ``None`` without a usable short-window reading."""
-    fast = _clean(obs.fast_request_rate)
-    window = obs.fast_window_seconds
-    if fast is None or window is None or not math.isfinite(window) or window <= 0:
-        return None
-    return fast - policy.fast_attack_z * math.sqrt(fast / window)
+    ``None`` without a usable short-window reading (the probe between cycles applies the same
+    margin, :func:`infleet.core.probe.rising`)."""
+    return fast_arrivals(obs.fast_request_rate, obs.fast_window_seconds, policy.fast_attack_z)
 
 
 def _observed_mix(obs: Observation) -> TokenMix | None:

@@ -79,6 +79,11 @@ class AutoscaleSettings:
     """PromQL range of the short-window completion rate behind the fast attack
     (:mod:`infleet.core.autoscale`): ``None`` means 40% of ``metrics_window`` (``1m`` ->
     ``24s``), ``"0"`` turns it off. It needs at least two scrapes inside it to answer."""
+    probe_interval_seconds: float = 5.0
+    """Seconds between probes of the short-window rate between fleet cycles
+    (:mod:`infleet.core.probe`): when a model's load outgrows what its plan covers, a cycle
+    starts at once instead of at the next interval. One query per engine in use; ``0`` turns
+    it off, and so does a value at or above the fleet interval or a fast window of ``"0"``."""
     query_timeout_seconds: float = 5.0
     """Per query; an unreachable Prometheus costs at most this (times its retries) per cycle,
     because the remaining queries of the cycle are skipped after the first failure."""

@@ -47,7 +47,7 @@ from infleet.metrics.prometheus import (
     PrometheusUnreachable,
 )
 
-__all__ = ["FleetMetrics", "histogram_quantile", "read_fleet_metrics"]
+__all__ = ["FleetMetrics", "histogram_quantile", "read_fast_rates", "read_fleet_metrics"]
 
 _SUMMED = (
     "request_rate",
@@ -219,3 +219,28 @@ def read_fleet_metrics(
         duration_seconds(window),
         None if fast_window is None else duration_seconds(fast_window),
     )
+
+
+def read_fast_rates(
+    client: PrometheusClient,
+    namespaces: Mapping[Engine, Sequence[str]],
+    *,
+    window: str,
+    fast_window: str,
+) -> dict[tuple[str, str], float]:
+    """The short-window completion rate per ``(namespace, deployment)``: the one signal the
+    probe between cycles reads (:mod:`infleet.core.probe`), one query per engine.
+
+    Raises :class:`~infleet.metrics.prometheus.PrometheusError` when a query fails: the caller
+    skips that probe (the next regular cycle reads everything and reports)."""
+    out: dict[tuple[str, str], float] = {}
+    for engine, listed in sorted(namespaces.items(), key=lambda item: item[0].value):
+        queries = fleet_queries(engine, listed, window=window, fast_window=fast_window)
+        if queries is None or queries.request_rate_fast is None:
+            continue
+        for sample in client.query(queries.request_rate_fast):
+            name = sample.labels.get(DEPLOYMENT_LABEL)
+            namespace = sample.labels.get("namespace")
+            if name and namespace and math.isfinite(sample.value):
+                out[(namespace, name)] = out.get((namespace, name), 0.0) + sample.value
+    return out

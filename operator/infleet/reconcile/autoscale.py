@@ -44,10 +44,12 @@ from infleet.core.autoscale import (
 from infleet.core.autoscale_status import autoscale_status, replica_bounds
 from infleet.core.calibration import calibrate_variants
 from infleet.core.fleet import Demand, PlanInputs, model_slo, variant_capacity
+from infleet.core.plan_types import FleetPlan
 from infleet.core.planner import ModelKey, PlacementKey
+from infleet.core.probe import ProbeLine, probe_line, rising
 from infleet.core.settings import AutoscaleSettings
 from infleet.metrics.engines import ENGINE_METRICS
-from infleet.metrics.fleet import FleetMetrics, read_fleet_metrics
+from infleet.metrics.fleet import FleetMetrics, read_fast_rates, read_fleet_metrics
 from infleet.metrics.observe import (
     ModelMetrics,
     read_model_metrics,
@@ -69,6 +71,7 @@ __all__ = [
     "AutoscaleCycle",
     "Autoscaler",
     "ModelRecord",
+    "Rise",
     "autoscaler_from_settings",
     "window_seconds",
 ]
@@ -113,6 +116,28 @@ class ModelRecord:
     """Total replicas the model's Deployments had when the cycle read the cluster."""
     bounds: tuple[int, int]
     """``(min, max)`` total replicas given to the planner."""
+
+
+@dataclass(frozen=True)
+class Rise:
+    """A model the probe between cycles found above what its plan covers."""
+
+    key: ModelKey
+    fast_rate: float
+    """Its short-window completion rate, requests/s."""
+    covered: float
+    """What its plan covers at its target utilisation, requests/s."""
+
+
+@dataclass
+class _Probed:
+    """What the probe needs of one model between cycles."""
+
+    engine: Engine
+    deployments: tuple[str, ...]
+    target_utilization: float
+    line: ProbeLine | None = None
+    fired: bool = False
 
 
 @dataclass
@@ -186,6 +211,8 @@ class Autoscaler:
         self.policy = policy or ScalingPolicy()
         self.states: dict[tuple[ModelKey, str], ModelScalingState] = {}
         """State per (model key, uid)."""
+        self._probed: dict[ModelKey, _Probed] = {}
+        """The models the probe between cycles watches, with the lines the last plan drew."""
 
     def close(self) -> None:
         """Release the HTTP connections."""
@@ -252,6 +279,15 @@ class Autoscaler:
                 self.client, by_engine, window=self.window, fast_window=self.fast_window
             )
         self.last_read = (len(grouped), len(models) - len(grouped))
+        self._probed = {
+            p.key: _Probed(
+                p.model.spec.engine,
+                tuple(n for ns in names.get(p.key, {}).values() for n in ns),
+                p.model.spec.target_utilization,
+            )
+            for p in models
+            if p.key in grouped
+        }
         live = set()
         for parsed in models:
             key = parsed.key
@@ -274,6 +310,52 @@ class Autoscaler:
         for gone in set(self.states) - live:
             del self.states[gone]
         return cycle
+
+    def draw_lines(self, plan: FleetPlan, cycle: AutoscaleCycle) -> None:
+        """After the plan: what each probed model's plan covers (:func:`probe_line`)."""
+        outcomes = {o.key: o for o in plan.models}
+        for key, probed in list(self._probed.items()):
+            outcome, record = outcomes.get(key), cycle.records.get(key)
+            if outcome is None or record is None or record.decision.hold:
+                del self._probed[key]  # holding: nothing an early cycle could decide
+                continue
+            probed.line = probe_line(
+                capacity_requests_per_second=outcome.capacity_rps,
+                target_utilization=probed.target_utilization,
+                replicas=outcome.replicas,
+                max_replicas=record.bounds[1],
+                unmet_requests_per_second=outcome.unmet_rps,
+            )
+
+    def probe(self) -> list[Rise]:
+        """Between cycles: the models whose short-window rate, less its noise margin, is above
+        what their plan covers (one fleet-wide query per engine). Each line fires once; an
+        empty list when nothing is watched, the fast window is off or Prometheus fails."""
+        watched = {k: p for k, p in self._probed.items() if p.line is not None and not p.fired}
+        if not watched or self.fast_window is None:
+            return []
+        by_engine: dict[Engine, list[str]] = {}
+        for key, probed in watched.items():
+            by_engine.setdefault(probed.engine, []).append(key[0])
+        try:
+            rates = read_fast_rates(
+                self.client, by_engine, window=self.window, fast_window=self.fast_window
+            )
+        except PrometheusError as exc:
+            log.debug("probe skipped: %s", exc)
+            return []
+        fast_seconds = window_seconds(self.fast_window)
+        rises = []
+        for key, probed in watched.items():
+            parts = [rates[(key[0], n)] for n in probed.deployments if (key[0], n) in rates]
+            line = probed.line
+            if not parts or line is None:
+                continue
+            fast = math.fsum(parts)
+            if rising(line, fast, fast_seconds, self.policy.fast_attack_z):
+                probed.fired = True
+                rises.append(Rise(key, fast, line.covered_requests_per_second))
+        return rises
 
     def _fleet_readable(
         self, parsed: ParsedModel, deployments: Mapping[str, Sequence[str]]

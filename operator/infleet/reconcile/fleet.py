@@ -46,7 +46,7 @@ from infleet.k8s import apply as k8s_apply
 from infleet.k8s import peering
 from infleet.k8s.client import Kube, KubeError
 from infleet.k8s.snapshot import Snapshot, read_snapshot
-from infleet.reconcile.autoscale import AutoscaleCycle, autoscaler_from_settings
+from infleet.reconcile.autoscale import AutoscaleCycle, Rise, autoscaler_from_settings
 from infleet.reconcile.observe import (
     HoldBook,
     LiveChild,
@@ -222,6 +222,18 @@ class FleetReconciler:
         finally:
             self._cycling.release()
 
+    def probe(self) -> list[Rise]:
+        """Between cycles: the autoscaled models whose load already outgrew their plan (see
+        :mod:`infleet.core.probe`); empty without autoscaling, or while a cycle or close runs."""
+        if self.autoscaler is None or self._stopping.is_set():
+            return []
+        if not self._cycling.acquire(blocking=False):
+            return []
+        try:
+            return self.autoscaler.probe()
+        finally:
+            self._cycling.release()
+
     def _error(self, report: CycleReport, stage: str, message: str) -> None:
         log.warning("%s: %s", stage, message)
         report.errors.append(f"{stage}: {message}")
@@ -318,6 +330,8 @@ class FleetReconciler:
             report.metrics_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         plan = self._plan(pools, applying, capacity, current)
+        if self.autoscaler is not None and self._autoscale is not None:  # autoscale hook
+            self.autoscaler.draw_lines(plan, self._autoscale)
         advice = None
         if advising:
             used = _used_accelerators(plan)

@@ -59,10 +59,7 @@ class FleetLoop:
         self._dirty.set()
         fleet = self.settings.fleet
         while True:
-            triggered = False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout=fleet.interval_seconds)
-                triggered = True
+            triggered, early = await self._wait()
             if not await self._may_act():
                 self._dirty.clear()  # the active instance handles the change
                 self.last_progress = time.monotonic()
@@ -72,10 +69,57 @@ class FleetLoop:
                 # Nothing changed, no deadline, no resync due: the plan would be the same.
                 self.last_progress = time.monotonic()
                 continue
-            if triggered and self.cycles > 0:
+            if triggered and not early and self.cycles > 0:
                 await asyncio.sleep(fleet.debounce_seconds)
             self._dirty.clear()
             await self._cycle()
+
+    def _probe_every(self) -> float | None:
+        """Seconds between probes, or ``None`` when the probe is off."""
+        auto = self.settings.autoscale
+        every = auto.probe_interval_seconds
+        if (
+            self.reconciler.autoscaler is None
+            or auto.resolved_fast_window is None
+            or every <= 0
+            or every >= self.settings.fleet.interval_seconds
+        ):
+            return None
+        return every
+
+    async def _wait(self) -> tuple[bool, bool]:
+        """Wait for a trigger, the interval, or a probe that finds a model's load above what
+        its plan covers (:meth:`FleetReconciler.probe`). ``(triggered, early)``: ``early``
+        when the probe ended the wait (a cycle must start now, without debounce)."""
+        assert self._dirty is not None
+        interval = self.settings.fleet.interval_seconds
+        every = self._probe_every()
+        deadline = time.monotonic() + interval
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False, False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._dirty.wait(), timeout=left if every is None else min(left, every)
+                )
+                return True, False
+            if every is None or deadline - time.monotonic() <= 0:
+                continue
+            rises = await asyncio.to_thread(self.reconciler.probe)
+            if rises:
+                for rise in rises:
+                    log.info(
+                        "early cycle: %s/%s at %.2f req/s over the short window, above the "
+                        "%.2f req/s its plan covers",
+                        *rise.key,
+                        rise.fast_rate,
+                        rise.covered,
+                    )
+                if self.metrics is not None:
+                    self.metrics.early_cycles.inc()
+                self._dirty.set()
+                return True, True
 
     async def _may_act(self) -> bool:
         """With peering, only the active instance cycles; a standby checks every interval."""

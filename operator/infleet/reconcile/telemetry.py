@@ -44,6 +44,12 @@ class OperatorMetrics:
             buckets=_CYCLE_BUCKETS,
             registry=r,
         )
+        self.early_cycles = Counter(
+            "infleet_early_cycles",
+            "Fleet cycles started early because the probe between cycles found a model's load "
+            "above what its plan covers.",
+            registry=r,
+        )
         self.desired_replicas = Gauge(
             "infleet_desired_replicas",
             "Replicas the plan wants per model and pool.",
