@@ -15,8 +15,9 @@ The baselines write ``spec.replicas`` of a Deployment built by infleet's own bui
 (:func:`infleet.core.children.deployment_manifest`) for a ModelDeployment in ``Advise`` mode
 that no operator watches: the same pods, labels, simulated engine, start-up delay and price.
 
-Phase 1, reaction (real-time knobs: infleet ``--interval 5``, HPA 15 s sync, KEDA 30 s
-polling; Prometheus scrapes every 2 s): a staircase of steady loads, each level held
+Phase 1, reaction (real-time knobs: infleet ``--interval 5`` and ``--probe-interval 1``
+(the probe between cycles, ``--probe-interval`` here), HPA 15 s sync, KEDA 30 s polling;
+Prometheus scrapes every 2 s): a staircase of steady loads, each level held
 ``--hold`` seconds. Per step and controller: ``t_scrape`` (Prometheus first holds a sample of
 the new offered rate), ``t_prom`` (the model's request-rate query, infleet's own, rises above
 its highest value of the 15 s before the step), ``t_req`` (the Deployment's ``spec.replicas``
@@ -25,7 +26,8 @@ first rises).
 Phase 2, trace: the Azure conversation trace replayed ``--speedup`` times faster (and
 ``--scale`` times the rate) to all three models at once. Every time-based knob of all three
 controllers is divided by the speedup (HPA sync and periods, KEDA polling, stabilisation
-windows, infleet's interval and metrics window, and the replicas' ``startupSeconds``), so each
+windows, infleet's interval, probe interval (its default 5 s) and metrics window, and the
+replicas' ``startupSeconds``), so each
 sees the trace on its own clock. Per trace minute: p95 TTFT from the engines' histograms in
 Prometheus (buckets per pod, differenced at the minute's edges) against the SLO; cost: the
 integral of ``spec.replicas`` times the pool's price, in dollars per trace hour.
@@ -468,6 +470,7 @@ def reaction_phase(
     levels: Sequence[float],
     hold: float,
     window: str,
+    probe: float,
 ) -> list[StepResult]:
     shape = ModelShape(
         ttft_ms=500, prior_rps=levels[0], input_tokens=512, output_tokens=128,
@@ -478,7 +481,7 @@ def reaction_phase(
     results: list[StepResult] = []
     try:
         phase.setup(
-            ["--interval", "5", "--metrics-window", window],
+            ["--interval", "5", "--metrics-window", window, "--probe-interval", f"{probe:g}"],
             HpaBehavior(max_replicas=shape.max_replicas),
             keda_poll=30.0,
         )
@@ -687,7 +690,10 @@ def trace_phase(
     results: list[TraceResult] = []
     try:
         phase.setup(
-            ["--interval", f"{15 / speedup:g}", "--metrics-window", window],
+            [
+                *("--interval", f"{15 / speedup:g}", "--metrics-window", window),
+                *("--probe-interval", f"{5 / speedup:g}"),
+            ],
             HpaBehavior(max_replicas=shape.max_replicas).scaled(speedup),
             keda_poll=30.0 / speedup,
         )
@@ -760,8 +766,8 @@ def print_report(
     print(f"machine load: before {load[0]}; after {load[1]}")
     if steps:
         print("\nReaction (staircase; infleet --interval 5 --metrics-window "
-              f"{args.reaction_window}; HPA 15 s sync, KEDA 30 s polling; seconds after the "
-              "load was set)")  # fmt: skip
+              f"{args.reaction_window} --probe-interval {args.probe_interval:g}; HPA 15 s "
+              "sync, KEDA 30 s polling; seconds after the load was set)")  # fmt: skip
         print(f"{'controller':<10} {'step':>4} {'rps':>5} {'t_scrape':>8} {'t_prom':>7} "
               f"{'t_req':>7} {'req-prom':>8} {'req-scrape':>10} {'replicas':>9}")  # fmt: skip
         for r in steps:
@@ -862,6 +868,11 @@ def main() -> None:
         help="infleet's --metrics-window in the reaction phase (the e2e tests' 20s)",
     )
     parser.add_argument("--hold", type=float, default=60.0, help="seconds per staircase level")
+    parser.add_argument(
+        "--probe-interval", type=float, default=1.0,
+        help="infleet's --probe-interval in the staircase (0: off); the trace phase uses the "
+        "operator's default 5 s divided by the speed-up",
+    )  # fmt: skip
     parser.add_argument("--minutes", type=int, default=None, help="replay only this many minutes")
     parser.add_argument("--skip-reaction", action="store_true")
     parser.add_argument("--skip-trace", action="store_true")
@@ -899,7 +910,10 @@ def main() -> None:
     steps: list[StepResult] = []
     traces: list[TraceResult] = []
     if not args.skip_reaction:
-        steps = reaction_phase(box, cluster, pools, work, levels, args.hold, args.reaction_window)
+        steps = reaction_phase(
+            box, cluster, pools, work, levels, args.hold, args.reaction_window,
+            args.probe_interval,
+        )  # fmt: skip
     if not args.skip_trace:
         traces, _samples = trace_phase(
             box, cluster, pools, work, speedup=args.speedup, scale=args.scale,

@@ -403,7 +403,10 @@ def run(
     ttft_ms: float = 1000.0,
     minutes: int | None = None,
     target_utilization: float = 0.8,
+    probe: tuple[float, float] | None = None,
 ) -> Result:
+    """``probe``: ``(seconds between the operator's probes, metrics window)``, both on the
+    replay's clock, for an infleet controller; ``None``: no probe."""
     with tempfile.TemporaryDirectory() as work:
         cut = cut_trace(TRACE, minutes, Path(work))
         rows = read_trace(cut.path, speedup=speedup, scale=scale, seed=seed)
@@ -428,6 +431,7 @@ def run(
     warm = max(45.0, 3 * shape.startup_seconds)
     span = len(cut.per_minute) * 60.0 / speedup
     t, next_scrape, next_cycle = -warm, -warm, -warm + 0.5
+    prober = None if probe is None else Prober(model, probe[1], probe[0], t)
     edges = [60.0 * k / speedup for k in range(len(cut.per_minute) + 1)]
     readings: list[dict[float, float]] = []
     replayed = False
@@ -441,11 +445,12 @@ def run(
         if t >= next_scrape - 1e-9:
             world.scrape(t)
             next_scrape += SCRAPE
-        if t >= next_cycle - 1e-9:
+        early = prober is not None and prober.fires(world, t)
+        if early or t >= next_cycle - 1e-9:
             new = controller(world, t)
             if new != world.desired:
                 world.scale(t, new)
-            next_cycle += interval
+            next_cycle = t + interval if early else next_cycle + interval
         world.sim.tick(t, TICK, rng)
         t += TICK
     while len(readings) < len(edges):
@@ -459,6 +464,41 @@ def run(
     area = replica_seconds(world.replica_log, 0.0, span)
     cost = area * speedup / 3600.0 * PRICE
     return Result(name, seed, len(p95), met, cost, area / span, p95)
+
+
+class Prober:
+    """The operator's probe between cycles (:mod:`infleet.core.probe`) in the replay: every
+    ``every`` seconds, the short-window rate (40% of the window, as the operator's default)
+    against what the running replicas cover at the target utilisation; each line fires
+    once."""
+
+    def __init__(self, model: ModelDeployment, window: float, every: float, start: float) -> None:
+        self.model = model
+        self.fast_window = 0.4 * window
+        self.every = every
+        self.next = start
+        self.fired: ProbeLine | None = None
+        self.capacity = variant_capacity(model, 0).requests_per_second
+
+    def fires(self, world: World, t: float) -> bool:
+        if t < self.next - 1e-9:
+            return False
+        self.next += self.every
+        spec = self.model.spec
+        line = probe_line(
+            capacity_requests_per_second=world.desired * self.capacity,
+            target_utilization=spec.target_utilization,
+            replicas=world.desired,
+            max_replicas=spec.replicas.max,
+            unmet_requests_per_second=0.0,
+        )
+        if line is None or line == self.fired:
+            return False
+        fast = world.sum_rate("success", t, self.fast_window)
+        if not rising(line, fast, self.fast_window, ScalingPolicy().fast_attack_z):
+            return False
+        self.fired = line
+        return True
 
 
 def reaction(
@@ -496,9 +536,7 @@ def reaction(
     t = -hold
     next_scrape = t + (seed * 0.37) % SCRAPE
     next_cycle = t + (seed * 1.3) % interval
-    next_probe = t
-    fired: ProbeLine | None = None
-    capacity = variant_capacity(model, 0).requests_per_second
+    prober = None if probe is None else Prober(model, window, probe, t)
     history: list[tuple[float, float]] = []
     delays: list[tuple[float | None, int]] = []
     step, before, ceiling = 0, 0, 0.0
@@ -524,20 +562,7 @@ def reaction(
         history.append((t, rate))
         if step:
             moved_series.append((t, rate))
-        early = False
-        if probe is not None and t >= next_probe - 1e-9:
-            next_probe += probe
-            line = probe_line(
-                capacity_requests_per_second=world.desired * capacity,
-                target_utilization=model.spec.target_utilization,
-                replicas=world.desired,
-                max_replicas=model.spec.replicas.max,
-                unmet_requests_per_second=0.0,
-            )
-            if line is not None and line != fired:
-                fast = world.sum_rate("success", t, 0.4 * window)
-                early = rising(line, fast, 0.4 * window, ScalingPolicy().fast_attack_z)
-                fired = line if early else fired
+        early = prober is not None and prober.fires(world, t)
         if early or t >= next_cycle - 1e-9:
             new = controller(world, t)
             if new != world.desired:
@@ -572,9 +597,11 @@ def simulate(
     minutes: int | None,
     window: float,
     calibration: CalibrationSettings | None = None,
+    probe: float | None = None,
 ) -> Result:
     """One replay of the trace under ``config`` (8x time compression, half the rate);
-    ``calibration``: infleet's calibration settings (None: the operator's defaults)."""
+    ``calibration``: infleet's calibration settings (None: the operator's defaults);
+    ``probe``: infleet's ``--probe-interval`` in real seconds (None: no probe)."""
     speedup = 8.0
     interval = 15.0 / speedup
 
@@ -589,9 +616,10 @@ def simulate(
         return hpa_controller(behavior, slots, config.knob), interval
 
     utilization = config.knob if config.kind == "infleet" else 0.8
+    probed = (probe / speedup, window) if probe and config.kind == "infleet" else None
     return run(
         config.label, make, seed=seed, speedup=speedup, minutes=minutes,
-        target_utilization=utilization,
+        target_utilization=utilization, probe=probed,
     )  # fmt: skip
 
 
@@ -721,6 +749,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="infleet's CalibrationSettings for the trace replay, e.g. max_factor=2 to let "
         "the capacity factor learn upwards (default: the operator's settings)",
     )  # fmt: skip
+    parser.add_argument(
+        "--probe", type=float, default=None, metavar="SECONDS",
+        help="infleet's --probe-interval in the trace replay, real seconds (5: the operator's "
+        "default; divided by the speed-up like every other knob); default: no probe",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         calibration = calibration_settings(args.calibration)
@@ -741,7 +774,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = [(c, s) for c in configs for s in seeds]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [
-            pool.submit(simulate, c, s, args.minutes, args.window, calibration) for c, s in jobs
+            pool.submit(simulate, c, s, args.minutes, args.window, calibration, args.probe)
+            for c, s in jobs
         ]
         results = [f.result() for f in futures]
     by: dict[Config, list[Result]] = {}

@@ -243,6 +243,64 @@ def test_load_step_scales_up_and_latency_returns_under_the_slo(
     assert done["desiredReplicas"] >= replicas_for(12)
 
 
+def test_probe_between_cycles_scales_up_long_before_the_interval(
+    cluster: Any, kube: Any, box: Any, pools: None, namespace: str, tmp_path: Path
+) -> None:
+    """With a 600 s interval, only watch events and the probe start cycles. Once the plan
+    covers the load from metrics, a load step is met by an early cycle: the probe reads the
+    8 s rate every second and starts a cycle as soon as it clears what the plan covers."""
+    op = Operator(
+        cluster.kubeconfig,
+        namespace,
+        tmp_path / "operator.log",
+        pending_grace=30,
+        extra=("--prometheus-url", box.prometheus_url, "--metrics-window", "20s",
+               "--interval", "600", "--probe-interval", "1"),
+    )  # fmt: skip
+    api = client.CustomObjectsApi(kube.api)
+    op.start()
+    try:
+        create_model(kube, namespace, prior_rps=3)
+        set_load(box, namespace, 3)
+        # No interval cycle will come: a spec change (an event) asks for a cycle until one
+        # reads the metrics and draws the plan's line from them.
+        deadline, window = time.monotonic() + 120, 300
+        while True:
+            st = status(kube, namespace)
+            if (
+                condition(st, "MetricsAvailable") == "True"
+                and (st.get("demand") or {}).get("source") in ("metrics", "forecast")
+                and st.get("desiredReplicas") == 1
+                and st.get("readyReplicas") == 1
+            ):
+                break
+            assert time.monotonic() < deadline, f"no metrics-based plan; status {st}"
+            window = 601 - window  # 300 <-> 301: a harmless spec change, one watch event
+            patch = {"spec": {"scaling": {"scaleDownWindowSeconds": window}}}
+            api.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "modeldeployments", "chat", patch
+            )
+            time.sleep(4.0)
+        # The plan covers 1 x 5 x 0.8 = 4 req/s; three times the load is well past it.
+        set_load(box, namespace, 12)
+        stepped = time.monotonic()
+        wait_status(
+            kube,
+            namespace,
+            ">= 3 replicas after the step, without an interval cycle",
+            lambda s: (s.get("desiredReplicas") or 0) >= replicas_for(12),
+            timeout=30,
+        )
+        took = time.monotonic() - stepped
+        log = op.log.read_text()
+        assert f"early cycle: {namespace}/chat" in log, log[-4000:]
+        print(f"scaled up {took:.1f} s after the step")
+    finally:
+        op.stop()
+        _infleet(box, "load", "clear", f"{namespace}/chat")
+        print(op.log.read_text()[-6000:])
+
+
 def test_prometheus_outage_holds_replicas_and_recovers(
     kube: Any, box: Any, namespace: str, operator: Operator
 ) -> None:
