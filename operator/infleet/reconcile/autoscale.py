@@ -79,6 +79,10 @@ __all__ = [
 PROBE_QUERY = "vector(1)"
 """Answered by any Prometheus without touching data: tells "down" from "no series"."""
 
+PROBE_TIMEOUT_SECONDS = 2.0
+"""Longest wait for the probe's one query between cycles (no retries): a probe that cannot
+answer quickly is skipped, and the regular cycle comes at its time."""
+
 SETTLE_WINDOWS = 1.5
 """Calibration derates only this many metrics windows after the fleet last changed: one window
 for the percentile to cover only the new fleet, half one more for scrape and rate() edges."""
@@ -196,8 +200,12 @@ class Autoscaler:
         fast_window: str | None = None,
         policy: ScalingPolicy | None = None,
         fleet_reads: bool = True,
+        probe_client: PrometheusClient | None = None,
     ) -> None:
         self.client = client
+        self.probe_client = probe_client or client
+        """What the probe between cycles asks: a short timeout and no retries, so that a slow
+        Prometheus delays the next regular cycle by little (the cycle itself reports)."""
         self.fleet_reads = fleet_reads
         """Read the models that allow it with one round of fleet-wide queries
         (:mod:`infleet.metrics.fleet`) instead of a dozen queries per model."""
@@ -217,6 +225,12 @@ class Autoscaler:
     def close(self) -> None:
         """Release the HTTP connections."""
         self.client.close()
+        if self.probe_client is not self.client:
+            self.probe_client.close()
+
+    def forget_lines(self) -> None:
+        """Stop probing until the next cycle draws new lines (a standby does not cycle)."""
+        self._probed.clear()
 
     def _probe(self) -> str | None:
         """``None`` when Prometheus answers, else why not."""
@@ -339,7 +353,7 @@ class Autoscaler:
             by_engine.setdefault(probed.engine, []).append(key[0])
         try:
             rates = read_fast_rates(
-                self.client, by_engine, window=self.window, fast_window=self.fast_window
+                self.probe_client, by_engine, window=self.window, fast_window=self.fast_window
             )
         except PrometheusError as exc:
             log.debug("probe skipped: %s", exc)
@@ -510,6 +524,14 @@ def autoscaler_from_settings(settings: AutoscaleSettings) -> Autoscaler | None:
     # httpx logs every request at INFO: a dozen lines per model per cycle.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     client = PrometheusClient(settings.prometheus_url, timeout=settings.query_timeout_seconds)
+    probe_client = PrometheusClient(
+        settings.prometheus_url,
+        timeout=min(settings.query_timeout_seconds, PROBE_TIMEOUT_SECONDS),
+        retries=0,
+    )
     return Autoscaler(
-        client, window=settings.metrics_window, fast_window=settings.resolved_fast_window
+        client,
+        window=settings.metrics_window,
+        fast_window=settings.resolved_fast_window,
+        probe_client=probe_client,
     )

@@ -234,6 +234,11 @@ class FleetReconciler:
         finally:
             self._cycling.release()
 
+    def standing_by(self) -> None:
+        """This instance stopped acting (peering): no probing on the last plan's lines."""
+        if self.autoscaler is not None:
+            self.autoscaler.forget_lines()
+
     def _error(self, report: CycleReport, stage: str, message: str) -> None:
         log.warning("%s: %s", stage, message)
         report.errors.append(f"{stage}: {message}")

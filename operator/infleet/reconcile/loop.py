@@ -62,6 +62,7 @@ class FleetLoop:
             triggered, early = await self._wait()
             if not await self._may_act():
                 self._dirty.clear()  # the active instance handles the change
+                self.reconciler.standing_by()
                 self.last_progress = time.monotonic()
                 continue
             triggered = triggered or self._dirty.is_set()  # set when we just became active
