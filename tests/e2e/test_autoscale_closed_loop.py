@@ -575,7 +575,13 @@ def test_slow_pool_is_derated_and_the_slo_recovers(
             lambda s: calibration_factor(s) < 1.0,
             timeout=100,
         )
-        before = [st.get("desiredReplicas") or 0 for _, st in history.rows]
+        # The rows while the factor was still 1: the derate's own cycle may already plan 3
+        # (x0.85 with a noisy short-window reading: CI once read 8.88 req/s, 2.1 replicas).
+        before = [
+            st.get("desiredReplicas") or 0
+            for _, st in history.rows
+            if calibration_factor(st) >= 1.0
+        ]
         assert max(before) == 2, f"3 replicas before any derate:\n{history.table()}"
         grown = history.wait(
             ">= 3 replicas planned after the derate",
