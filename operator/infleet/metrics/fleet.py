@@ -45,6 +45,7 @@ from infleet.metrics.prometheus import (
     PrometheusError,
     PrometheusHTTPError,
     PrometheusUnreachable,
+    Sample,
 )
 
 __all__ = ["FleetMetrics", "histogram_quantile", "read_fast_rates", "read_fleet_metrics"]
@@ -168,6 +169,15 @@ class FleetMetrics:
         )
 
 
+def _deployment_of(sample: Sample) -> tuple[str, str] | None:
+    """``(namespace, deployment)`` of a fleet-wide series with a finite value, else ``None``."""
+    name = sample.labels.get(DEPLOYMENT_LABEL)
+    namespace = sample.labels.get("namespace")
+    if not name or not namespace or not math.isfinite(sample.value):
+        return None
+    return namespace, name
+
+
 def read_fleet_metrics(
     client: PrometheusClient,
     namespaces: Mapping[Engine, Sequence[str]],
@@ -200,11 +210,10 @@ def read_fleet_metrics(
                 errors.append(f"{signal}: {exc}")
                 continue
             for sample in samples:
-                name = sample.labels.get(DEPLOYMENT_LABEL)
-                namespace = sample.labels.get("namespace")
-                if not name or not namespace or not math.isfinite(sample.value):
+                key = _deployment_of(sample)
+                if key is None:
                     continue
-                part = out.setdefault((namespace, name), _Deployment())
+                part = out.setdefault(key, _Deployment())
                 if signal in _BUCKETS:
                     try:
                         bound = float(sample.labels.get("le", ""))
@@ -239,8 +248,7 @@ def read_fast_rates(
         if queries is None or queries.request_rate_fast is None:
             continue
         for sample in client.query(queries.request_rate_fast):
-            name = sample.labels.get(DEPLOYMENT_LABEL)
-            namespace = sample.labels.get("namespace")
-            if name and namespace and math.isfinite(sample.value):
-                out[(namespace, name)] = out.get((namespace, name), 0.0) + sample.value
+            key = _deployment_of(sample)
+            if key is not None:
+                out[key] = out.get(key, 0.0) + sample.value
     return out

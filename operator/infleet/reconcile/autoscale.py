@@ -141,7 +141,7 @@ class _Probed:
     deployments: tuple[str, ...]
     target_utilization: float
     line: ProbeLine | None = None
-    fired: bool = False
+    """What the last plan covers; ``None`` once it fired, or where an early cycle cannot help."""
 
 
 @dataclass
@@ -345,7 +345,7 @@ class Autoscaler:
         """Between cycles: the models whose short-window rate, less its noise margin, is above
         what their plan covers (one fleet-wide query per engine). Each line fires once; an
         empty list when nothing is watched, the fast window is off or Prometheus fails."""
-        watched = {k: p for k, p in self._probed.items() if p.line is not None and not p.fired}
+        watched = {k: p for k, p in self._probed.items() if p.line is not None}
         if not watched or self.fast_window is None:
             return []
         by_engine: dict[Engine, list[str]] = {}
@@ -367,7 +367,7 @@ class Autoscaler:
                 continue
             fast = math.fsum(parts)
             if rising(line, fast, fast_seconds, self.policy.fast_attack_z):
-                probed.fired = True
+                probed.line = None  # fires once: the cycle it starts draws a new line
                 rises.append(Rise(key, fast, line.covered_requests_per_second))
         return rises
 
