@@ -704,25 +704,43 @@ def oracle_minutes(
     return need, unmet
 
 
+ORACLE_HEADROOMS = (1.0, 0.9, 0.8, 0.75, 0.7)
+"""``targetUtilization`` values the oracle is also priced at (:func:`with_headroom`)."""
+
+
+def with_headroom(need: Sequence[int], headroom: float) -> list[int]:
+    """The oracle's per-minute replicas planned with infleet's headroom: each minute's need
+    divided by ``headroom`` (``targetUtilization``) and rounded up, as the planner rounds
+    ``demand / targetUtilization / capacity``; a clairvoyant controller that keeps the
+    headroom."""
+    if not 0 < headroom <= 1:
+        raise ValueError(f"headroom must be in (0, 1], got {headroom!r}")
+    return [math.ceil(n / headroom - 1e-9) for n in need]
+
+
 def print_oracle(by: dict[Config, list[Result]], seeds: Sequence[int], ttft_ms: float) -> None:
-    """One line: the oracle's cost and mean replicas over the seeds (see
-    :func:`oracle_minutes`), after the controllers' lines."""
+    """The oracle's cost and mean replicas over the seeds (see :func:`oracle_minutes`), after
+    the controllers' lines: bare, then with each of :data:`ORACLE_HEADROOMS`."""
     fixed = sorted((c for c in by if c.kind == "fixed"), key=lambda c: c.knob)
     if not fixed:
         return
     print(f"\nstatic per-minute oracle over fixed {fixed[0].knob:g}-{fixed[-1].knob:g} replicas "
           "(each minute: the fewest replicas that met the SLO in it; replicas free to start "
           "and stop)")  # fmt: skip
-    costs, means, unmet = [], [], []
+    needs: list[list[int]] = []
+    unmet: list[str] = []
     for index, seed in enumerate(seeds):
         need, missed = oracle_minutes([(round(c.knob), by[c][index]) for c in fixed], ttft_ms)
-        means.append(statistics.fmean(need))
-        costs.append(sum(need) / 60.0 * PRICE)  # a trace minute is 60 s of replica time
+        needs.append(need)
         unmet += [f"{seed}: {minute}" for minute in missed]
-    print(
-        f"{'oracle':<34} {'':>12} {'':>6} {statistics.fmean(costs):>8.2f} "
-        f"{statistics.fmean(means):>9.2f}  no fixed count met: {', '.join(unmet) or 'none'}"
-    )
+    for headroom in ORACLE_HEADROOMS:
+        planned = [with_headroom(need, headroom) for need in needs]
+        # A trace minute is 60 s of replica time.
+        cost = statistics.fmean(sum(p) / 60.0 * PRICE for p in planned)
+        mean = statistics.fmean(statistics.fmean(p) for p in planned)
+        label = "oracle" if headroom == 1.0 else f"oracle / targetUtilization {headroom:g}"
+        tail = f"  no fixed count met: {', '.join(unmet) or 'none'}" if headroom == 1.0 else ""
+        print(f"{label:<34} {'':>12} {'':>6} {cost:>8.2f} {mean:>9.2f}{tail}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from autoscale_offline import (
     oracle_minutes,
     prom_rate,
     slope,
+    with_headroom,
 )
 from infleet.api import ModelDeployment
 from infleet.sandbox.engine_sim import ModelSim
@@ -118,6 +119,27 @@ def test_oracle_takes_each_minutes_fewest_replicas_that_met_it() -> None:
 def test_oracle_counts_a_minute_at_the_slo_as_met() -> None:
     need, unmet = oracle_minutes([_fixed(2, [1.0]), _fixed(1, [1.0001])], 1000.0)
     assert (need, unmet) == ([2], [])
+
+
+@pytest.mark.parametrize(
+    ("need", "headroom", "planned"),
+    [
+        ([4, 5, 3], 1.0, [4, 5, 3]),  # no headroom: the need itself
+        ([4, 5, 3], 0.8, [5, 7, 4]),  # 4 / 0.8 = 5 exactly stays 5
+        ([4, 5, 3], 0.7, [6, 8, 5]),
+        ([9], 0.9, [10]),  # 9 / 0.9 = 10 exactly, not 11 from float error
+    ],
+)
+def test_oracle_with_headroom_rounds_need_over_target_utilization_up(
+    need: list[int], headroom: float, planned: list[int]
+) -> None:
+    assert with_headroom(need, headroom) == planned
+
+
+@pytest.mark.parametrize("headroom", [0.0, -0.5, 1.2])
+def test_oracle_headroom_outside_zero_one_is_refused(headroom: float) -> None:
+    with pytest.raises(ValueError, match="headroom"):
+        with_headroom([3], headroom)
 
 
 def test_ttft_quantile_takes_the_increase_over_the_window_summed_over_pods() -> None:
