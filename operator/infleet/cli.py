@@ -205,6 +205,15 @@ def priority_for_pod(pod_name: str) -> int:
     help="Seconds between probes of the short-window request rate between cycles: a model "
     "whose load outgrew its plan gets a cycle at once (0: off; off when not below --interval).",
 )
+@click.option(
+    "--status-refresh",
+    type=click.FloatRange(min=0.0),
+    default=60.0,
+    show_default=True,
+    help="Seconds a model's status may show older live figures (observed rate and latency, "
+    "the demand figure) before they are written again; replicas, placements and conditions "
+    "are written at once (0: every change at once).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def run(
     kubeconfig: Path | None,
@@ -223,6 +232,7 @@ def run(
     metrics_window: str,
     fast_window: str | None,
     probe_interval: float,
+    status_refresh: float,
     verbose: bool,
 ) -> None:
     """Run the operator: watch pools, models and nodes; plan the fleet; apply it."""
@@ -280,6 +290,7 @@ def run(
             metrics_window=metrics_window,
             fast_window=fast_window,
             probe_interval_seconds=probe_interval,
+            status_refresh_seconds=status_refresh,
         ),
     )
     from infleet.handlers import run_operator

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import subprocess
 import sys
 import time
@@ -95,15 +96,17 @@ def operator(
     tmp_path: Path,
 ) -> Iterator[Operator]:
     """`infleet run` on the test's namespace; the metrics window is 20s unless the test
-    parametrizes this fixture (indirectly) with another."""
+    parametrizes this fixture (indirectly) with another. Every status change is written at
+    once (``--status-refresh 0``): these tests follow the live figures cycle by cycle."""
     window = str(getattr(request, "param", "20s"))
     op = Operator(
         cluster.kubeconfig,
         namespace,
         tmp_path / "operator.log",
         pending_grace=30,
-        extra=("--prometheus-url", box.prometheus_url, "--metrics-window", window),
-    )
+        extra=("--prometheus-url", box.prometheus_url, "--metrics-window", window,
+               "--status-refresh", "0"),
+    )  # fmt: skip
     op.start()
     yield op
     op.stop()
@@ -312,6 +315,73 @@ def test_probe_between_cycles_scales_up_long_before_the_interval(
         log = op.log.read_text()
         assert f"early cycle: {namespace}/chat" in log, log[-4000:]
         print(f"scaled up {took:.1f} s after the step")
+    finally:
+        op.stop()
+        _infleet(box, "load", "clear", f"{namespace}/chat")
+        print(op.log.read_text()[-6000:])
+
+
+CYCLE_STATUSES = re.compile(r"fleet cycle .* (\d+) statuses \((\d+) deferred\)")
+
+
+def test_live_figures_wait_for_the_status_refresh_while_decisions_are_written_at_once(
+    cluster: Any, kube: Any, box: Any, pools: None, namespace: str, tmp_path: Path
+) -> None:
+    """``--status-refresh 30`` with 2 s cycles: at a steady load the cycles hold back the
+    status patches that would only carry new live figures; a scale-up still reaches the
+    status in the cycle that applies it, not up to 30 s later."""
+    op = Operator(
+        cluster.kubeconfig,
+        namespace,
+        tmp_path / "operator.log",
+        pending_grace=30,
+        extra=("--prometheus-url", box.prometheus_url, "--metrics-window", "20s",
+               "--status-refresh", "30"),
+    )  # fmt: skip
+    op.start()
+    try:
+        create_model(kube, namespace, prior_rps=3, scale_down_window=30)
+        load_once_ready(kube, box, namespace, 3)
+        wait_status(
+            kube,
+            namespace,
+            "a plan from metrics at 3 req/s",
+            lambda s: (
+                condition(s, "MetricsAvailable") == "True"
+                and (s.get("demand") or {}).get("source") in ("metrics", "forecast")
+                and 1 <= (s.get("desiredReplicas") or 0) < replicas_for(12)
+            ),
+            timeout=90,
+        )
+        seen = len(op.log.read_text().splitlines())
+        time.sleep(12.0)  # six cycles at a steady load
+        lines = op.log.read_text().splitlines()[seen:]
+        counts = [(int(m[1]), int(m[2])) for m in map(CYCLE_STATUSES.search, lines) if m]
+        written = sum(c[0] for c in counts)
+        deferred = sum(c[1] for c in counts)
+        assert len(counts) >= 4, lines
+        # Each cycle reads new figures; without the refresh each would be a patch.
+        assert deferred >= len(counts) - 2, (counts, lines)
+        assert written <= 2, (counts, lines)
+
+        # The plan covers 1-2 x 4 req/s; 12 req/s needs 3. The Deployments and the status
+        # are written in the same cycle, so the status follows within a cycle or two.
+        set_load(box, namespace, 12)
+        deadline = time.monotonic() + 60
+        while deployed_replicas(kube, namespace) < replicas_for(12):
+            assert time.monotonic() < deadline, "no scale-up within 60 s of the step"
+            time.sleep(0.5)
+        applied = time.monotonic()
+        wait_status(
+            kube,
+            namespace,
+            "the scale-up in the status",
+            lambda s: (s.get("desiredReplicas") or 0) >= replicas_for(12),
+            timeout=10,
+        )
+        lag = time.monotonic() - applied
+        print(f"status followed the Deployments {lag:.1f} s after the scale-up")
+        assert lag < 10
     finally:
         op.stop()
         _infleet(box, "load", "clear", f"{namespace}/chat")

@@ -84,6 +84,13 @@ class AutoscaleSettings:
     (:mod:`infleet.core.probe`): when a model's load outgrows what its plan covers, a cycle
     starts at once instead of at the next interval. One query per engine in use; ``0`` turns
     it off, and so does a value at or above the fleet interval or a fast window of ``"0"``."""
+    status_refresh_seconds: float = 60.0
+    """Seconds a model's status may keep showing older live figures (``observed``, the demand
+    figure, the persisted scaling window; see :mod:`infleet.core.status_change`) before they
+    are written again. A change a user acts on (replicas, placements, conditions, the demand
+    source, a derate) is written in the cycle that makes it. With live metrics every status
+    changes every cycle, and at a few hundred models those patches were most of the cycle;
+    Prometheus has the figures live. ``0`` writes every change at once."""
     query_timeout_seconds: float = 5.0
     """Per query; an unreachable Prometheus costs at most this (times its retries) per cycle,
     because the remaining queries of the cycle are skipped after the first failure."""

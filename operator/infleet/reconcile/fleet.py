@@ -12,6 +12,12 @@ Decisions written down here:
   existing Deployments (if they were switched from Apply) are left untouched.
 * **Deletes** only ever hit Deployments labelled ``app.kubernetes.io/managed-by=infleet`` with
   a ModelDeployment owner, in the namespaces the operator manages, and with a uid precondition.
+* **Live figures wait, decisions do not.** With live metrics every model's status changes
+  every cycle (observed rate and latency, the demand figure, the scaling window). A status
+  whose only changes are such figures (:mod:`infleet.core.status_change`) is written at most
+  every ``--status-refresh`` seconds (60); a change of replicas, placements, conditions, the
+  demand source or a derate is written in the cycle that makes it. The first cycle after a
+  start writes every status that differs.
 * **Errors** of one object (a write refused, a model that cannot be built) are logged, counted
   in ``infleet_reconcile_errors`` and the cycle goes on with the others.
 """
@@ -42,6 +48,7 @@ from infleet.core.status import (
     model_status,
     pool_status,
 )
+from infleet.core.status_change import StatusChange, status_change
 from infleet.k8s import apply as k8s_apply
 from infleet.k8s import peering
 from infleet.k8s.client import Kube, KubeError
@@ -73,6 +80,8 @@ class CycleReport:
     applied: int = 0
     deleted: int = 0
     statuses: int = 0
+    statuses_deferred: int = 0
+    """Status patches held back because only live figures changed (``--status-refresh``)."""
     events: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -177,6 +186,9 @@ class FleetReconciler:
         self.last_full_read = float("-inf")
         """Unix time of the last cycle that listed every kind (see ``resync_seconds``)."""
         self._snapshot: Snapshot | None = None
+        self._status_written: dict[tuple[ModelKey, str], float] = {}
+        """Clock time of the last status patch per (model key, uid): live figures alone are
+        not written again within ``status_refresh_seconds`` of it."""
         self._writers = ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="infleet-write")
         self._writes: _Writes | None = None
         self._cycling = threading.Lock()
@@ -466,6 +478,9 @@ class FleetReconciler:
         report: CycleReport,
     ) -> None:
         types = {p.metadata.name: p.spec.accelerator_type for p in pools}
+        known = {(key, parsed.uid) for key, parsed in by_key.items()}
+        for gone in self._status_written.keys() - known:
+            del self._status_written[gone]
         ready: dict[ModelKey, dict[tuple[str, str], int]] = defaultdict(dict)
         for child in children:
             key = (child.namespace, child.model)
@@ -519,8 +534,17 @@ class FleetReconciler:
         status: Mapping[str, Any],
         report: CycleReport,
     ) -> None:
-        if not _status_differs(live, status):
+        change = status_change(live, status)
+        if change is StatusChange.NONE:
             return
+        ident = (parsed.key, parsed.uid)
+        now = self.clock()
+        refresh = self.settings.autoscale.status_refresh_seconds
+        last = self._status_written.get(ident, float("-inf"))
+        if change is StatusChange.TELEMETRY and now - last < refresh:
+            report.statuses_deferred += 1
+            return
+        self._status_written[ident] = now
         namespace, name = parsed.key
         self._write(
             "status",

@@ -165,7 +165,7 @@ class FleetLoop:
             )
             log.info(
                 "fleet cycle %.2fs (%splanner %.2fs): %d placements, $%.2f/h, "
-                "%d applied, %d deleted, %d statuses, %d events, %d errors",
+                "%d applied, %d deleted, %d statuses (%d deferred), %d events, %d errors",
                 report.seconds,
                 metrics,
                 report.planner_seconds,
@@ -174,6 +174,7 @@ class FleetLoop:
                 report.applied,
                 report.deleted,
                 report.statuses,
+                report.statuses_deferred,
                 report.events,
                 len(report.errors),
             )
