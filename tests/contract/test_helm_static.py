@@ -134,6 +134,7 @@ def test_operator_options_reach_the_arguments(helm: str) -> None:
             "operator.metricsWindow=20s",
             "operator.fastWindow=8s",
             "operator.probeInterval=2",
+            "operator.statusRefresh=15",
         ),
         "Deployment",
     )
@@ -141,6 +142,7 @@ def test_operator_options_reach_the_arguments(helm: str) -> None:
     assert "--metrics-window=20s" in args
     assert "--fast-window=8s" in args
     assert "--probe-interval=2" in args
+    assert "--status-refresh=15" in args
     assert "--namespace=llm" in args
     assert "--namespace=batch" in args
     assert "--all-namespaces" not in args
@@ -151,6 +153,7 @@ def test_operator_options_reach_the_arguments(helm: str) -> None:
     defaults = one(render(helm), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert not any(a.startswith("--fast-window") for a in defaults["args"])  # 40% default
     assert "--probe-interval=5" in defaults["args"]
+    assert "--status-refresh=60" in defaults["args"]
 
 
 def test_the_generated_arguments_parse(helm: str) -> None:
@@ -292,6 +295,7 @@ BAD_VALUES = [
     ("operator.metricsWindow=5", "/operator/metricsWindow"),
     ("operator.fastWindow=8 s", "/operator/fastWindow"),
     ("operator.probeInterval=-1", "/operator/probeInterval"),
+    ("operator.statusRefresh=-5", "/operator/statusRefresh"),
     ("crds.keep=yes", "/crds/keep"),
     ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
     ("serviceMonitor.interval=30", "/serviceMonitor/interval"),

@@ -90,7 +90,8 @@ class AutoscaleSettings:
     are written again. A change a user acts on (replicas, placements, conditions, the demand
     source, a derate) is written in the cycle that makes it. With live metrics every status
     changes every cycle, and at a few hundred models those patches were most of the cycle;
-    Prometheus has the figures live. ``0`` writes every change at once."""
+    Prometheus has the figures live. ``0`` writes every change at once. Without
+    ``prometheus_url`` nothing is held back."""
     query_timeout_seconds: float = 5.0
     """Per query; an unreachable Prometheus costs at most this (times its retries) per cycle,
     because the remaining queries of the cycle are skipped after the first failure."""

@@ -541,7 +541,9 @@ class FleetReconciler:
         now = self.clock()
         refresh = self.settings.autoscale.status_refresh_seconds
         last = self._status_written.get(ident, float("-inf"))
-        if change is StatusChange.TELEMETRY and now - last < refresh:
+        # Only live metrics make figures change without a decision; the prior never does.
+        live_metrics = self.autoscaler is not None
+        if live_metrics and change is StatusChange.TELEMETRY and now - last < refresh:
             report.statuses_deferred += 1
             return
         self._status_written[ident] = now
