@@ -14,6 +14,12 @@ disagree when evaluated at the same instant (they should agree to rounding). The
 cycle log over the placement phase shows the read time inside real cycles
 (``fleet cycle ... (metrics X s, planner Y s)``).
 
+Then the status writes: the operator runs ``--status-seconds`` (120) at a steady load twice,
+first with ``--status-refresh 0`` (the baseline: every status that changed is patched, as
+before the refresh existed), then with the default (60 s: live figures alone wait), and the
+cycles after the first ``SETTLE_SECONDS`` of each run are compared: median cycle seconds and
+status patches per cycle, with their ratios.
+
 Usage: python bench/metrics_scale.py [--models 200] [--rounds 5] [--dir DIR]
 """
 
@@ -52,6 +58,8 @@ WINDOW = "20s"
 FAST_WINDOW = "8s"
 RPS = 2.0
 CAPACITY = 5.0
+SETTLE_SECONDS = 15.0
+"""Cycles of a status run's first seconds are left out (the first writes every status)."""
 COMPARED = (
     "request_rate", "fast_request_rate", "queue_length", "inflight_growth", "ttft_ms",
     "tpot_ms", "mean_input_tokens", "mean_output_tokens", "kv_cache_usage", "replicas",
@@ -186,12 +194,76 @@ def cycle_lines(log: Path) -> list[tuple[float, float]]:
     return found
 
 
+STATUS_LINE = re.compile(r"fleet cycle ([0-9.]+)s .* (\d+) statuses \((\d+) deferred\)")
+
+
+def operator_command(box: Sandbox, *extra: str) -> list[str]:
+    """`infleet run` on the bench namespace with live metrics (5 s interval)."""
+    return [
+        sys.executable, "-m", "infleet.cli", "run", "-n", NAMESPACE, "--metrics-port", "0",
+        "--interval", "5", "--metrics-window", WINDOW, "--prometheus-url", box.prometheus_url,
+        *extra,
+    ]  # fmt: skip
+
+
+def status_run(
+    env: dict[str, str], box: Sandbox, log: Path, refresh: str, seconds: float
+) -> list[tuple[float, int, int]]:
+    """The operator with ``--status-refresh refresh`` for ``seconds``: ``(cycle s, statuses
+    written, statuses deferred)`` of each cycle that started after :data:`SETTLE_SECONDS`."""
+    command = operator_command(box, "--status-refresh", refresh)
+    started = time.time()
+    with log.open("w") as out:
+        operator = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(seconds)
+    finally:
+        operator.send_signal(signal.SIGINT)
+        operator.wait(timeout=60)
+    found = []
+    for line in log.read_text().splitlines():
+        match = STATUS_LINE.search(line)
+        stamp = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", line)
+        if match is None or stamp is None:
+            continue
+        at = time.mktime(time.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S"))
+        if at - started >= SETTLE_SECONDS:
+            found.append((float(match.group(1)), int(match.group(2)), int(match.group(3))))
+    return found
+
+
+def print_status_runs(runs: dict[str, list[tuple[float, int, int]]], seconds: float) -> None:
+    print(f"\nstatus writes, {seconds:.0f} s per run at a steady load (cycles after the first "
+          f"{SETTLE_SECONDS:.0f} s):")  # fmt: skip
+    print(f"{'--status-refresh':<18} {'cycles':>6} {'cycle s median':>15} {'statuses/cycle':>15} "
+          f"{'deferred/cycle':>15}")  # fmt: skip
+    medians: dict[str, tuple[float, float]] = {}
+    for refresh, cycles in runs.items():
+        if not cycles:
+            print(f"{refresh:<18} no cycle lines")
+            continue
+        cycle_s = statistics.median(c[0] for c in cycles)
+        written = statistics.fmean(c[1] for c in cycles)
+        deferred = statistics.fmean(c[2] for c in cycles)
+        medians[refresh] = (cycle_s, written)
+        print(f"{refresh:<18} {len(cycles):>6} {cycle_s:>15.2f} {written:>15.1f} "
+              f"{deferred:>15.1f}")  # fmt: skip
+    if len(medians) == 2:
+        (base_s, base_w), (new_s, new_w) = medians.values()
+        print(f"ratio baseline / default: cycle seconds {base_s / new_s:.2f}x, status patches "
+              f"{base_w / max(new_w, 1e-9):.1f}x")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--models", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds of each read")
     parser.add_argument("--dir", type=Path, default=None, help="sandbox state directory")
     parser.add_argument("--keep", action="store_true", help="leave the models running")
+    parser.add_argument(
+        "--status-seconds", type=float, default=120.0,
+        help="seconds of each status-write run (0: skip them)",
+    )  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="infleet-metrics-bench-"))
     pool_file = work / "pool.yaml"
@@ -209,22 +281,7 @@ def main() -> None:
         update_settings(settings_path(box.dir), model=(NAMESPACE, m.metadata.name),
                         load=SteadyLoad(RPS, 512, 128))  # fmt: skip
     log = work / "operator.log"
-    run = [
-        sys.executable,
-        "-m",
-        "infleet.cli",
-        "run",
-        "-n",
-        NAMESPACE,
-        "--metrics-port",
-        "0",
-        "--interval",
-        "5",
-        "--metrics-window",
-        WINDOW,
-        "--prometheus-url",
-        box.prometheus_url,
-    ]
+    run = operator_command(box)
     operator = subprocess.Popen(run, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         create_all(env, manifests)
@@ -244,6 +301,13 @@ def main() -> None:
     missing = [m.metadata.name for m in models if m.metadata.name not in placed]
     if missing:
         raise SystemExit(f"models without Deployments: {', '.join(missing[:5])}")
+    status_runs: dict[str, list[tuple[float, int, int]]] = {}
+    if args.status_seconds > 0:
+        for refresh, label in (("0", "0 (baseline)"), ("60", "60 (default)")):
+            log_file = work / f"operator-status-{refresh}.log"
+            print(f"operator with --status-refresh {refresh} for {args.status_seconds:.0f} s",
+                  flush=True)  # fmt: skip
+            status_runs[label] = status_run(env, box, log_file, refresh, args.status_seconds)
     time.sleep(5)
     per_model_s, fleet_s, worst, one_sided = [], [], 0.0, 0
     per_model_q = fleet_q = 0
@@ -278,6 +342,8 @@ def main() -> None:
     print(f"fleet-wide reads: median {b:.3f} s  (rounds: {' '.join(f'{x:.3f}' for x in fleet_s)})")
     print(f"ratio per-model / fleet-wide: {a / b:.1f}x; largest relative difference "
           f"{worst:.1e}, signals seen by one read only: {one_sided}")  # fmt: skip
+    if status_runs:
+        print_status_runs(status_runs, args.status_seconds)
 
 
 if __name__ == "__main__":
