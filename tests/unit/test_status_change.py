@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infleet.core.status_change import StatusChange, status_change
+from infleet.core.status_change import StatusChange, decision_fields, status_change
 
 LIVE: dict[str, Any] = {
     "observedGeneration": 3,
@@ -63,6 +63,7 @@ def changed(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
         (("conditions", 1, "message"), "p95 610 ms"),
         (("placements", 0, "capacityRequestsPerSecond"), 5.4),
         (("calibration", 0, "factor"), 0.918),  # recovering slowly
+        (("demand", "source"), "forecast"),  # the trend above the figure, or not: noise
     ],
 )
 def test_live_figures_alone_are_telemetry(path: tuple[Any, ...], value: Any) -> None:
@@ -80,7 +81,7 @@ def test_live_figures_alone_are_telemetry(path: tuple[Any, ...], value: Any) -> 
         (("placements", 0, "desiredReplicas"), 4),
         (("placements", 0, "readyReplicas"), 2),
         (("placements", 0, "pool"), "h100-spot"),
-        (("demand", "source"), "forecast"),
+        (("demand", "source"), "prior"),  # metrics gone for good: the prior again
         (("conditions", 1, "status"), "False"),
         (("conditions", 1, "reason"), "SLOBroken"),
         (("calibration", 0, "factor"), 0.765),  # a derate
@@ -105,6 +106,15 @@ def test_a_decision_among_live_figures_is_a_decision() -> None:
     new = changed(("observed", "requestsPerSecond"), 14.0)
     new["desiredReplicas"] = 4
     assert status_change(LIVE, new) is StatusChange.DECISION
+
+
+def test_decision_fields_name_what_made_the_write_urgent() -> None:
+    new = changed(("observed", "requestsPerSecond"), 14.0)
+    new["desiredReplicas"] = 4
+    new["conditions"] = copy.deepcopy(LIVE["conditions"])
+    new["conditions"][1]["status"] = "False"
+    assert decision_fields(LIVE, new) == ["desiredReplicas", "conditions"]
+    assert decision_fields(LIVE, changed(("observed", "ttftMs"), 1.0)) == []
 
 
 def test_equal_statuses_and_fields_the_patch_does_not_set_are_no_change() -> None:
@@ -138,7 +148,7 @@ _DECISION_PATHS = [
     ("desiredReplicas",),
     ("placements", 0, "desiredReplicas"),
     ("conditions", 0, "status"),
-    ("demand", "source"),
+    ("observedGeneration",),
 ]
 
 

@@ -7,15 +7,17 @@ engineer acts on (replicas, placements, conditions) changes rarely. So a change 
 into one of two kinds:
 
 * **decision** (written at once): anything outside the fields listed below, and within them
-  a change of ``demand.source``, of whether demand is unmet (``unmetRequestsPerSecond``
-  crossing zero), of a condition's ``type``/``status``/``reason``, of a placement's pool,
-  variant, accelerator type, desired or ready replicas, or a calibration factor going down
-  (a derate);
+  a change of ``demand.source`` to or from ``prior``, of whether demand is unmet
+  (``unmetRequestsPerSecond`` crossing zero), of a condition's ``type``/``status``/``reason``,
+  of a placement's pool, variant, accelerator type, desired or ready replicas, or a
+  calibration factor going down (a derate);
 * **telemetry** (written at most every ``--status-refresh`` seconds): ``observed``,
   ``scaling`` (the persisted autoscaling state), ``demand.requestsPerSecond`` and
-  ``demand.explanation``, ``explanation``, ``unmetRequestsPerSecond`` while it stays on the
-  same side of zero, conditions' messages, placements' ``capacityRequestsPerSecond``, and
-  calibration factors going up (the slow recovery).
+  ``demand.explanation``, ``demand.source`` moving between ``metrics`` and ``forecast`` (the
+  trend rising above the current figure or not, which noise flips), ``explanation``,
+  ``unmetRequestsPerSecond`` while it stays on the same side of zero, conditions' messages,
+  placements' ``capacityRequestsPerSecond``, and calibration factors going up (the slow
+  recovery).
 
 A field this module does not know is a decision field, so a new status field is never held
 back by mistake.
@@ -52,10 +54,16 @@ def _rows(value: Any, keys: tuple[str, ...]) -> Any:
     return [tuple(v.get(k) for k in keys) for v in value]
 
 
+_LIVE_SOURCES = frozenset({"metrics", "forecast"})
+
+
 def _demand_decision(value: Any) -> Any:
     if not isinstance(value, Mapping):
         return value
-    return {k: v for k, v in value.items() if k not in ("requestsPerSecond", "explanation")}
+    out = {k: v for k, v in value.items() if k not in ("requestsPerSecond", "explanation")}
+    if out.get("source") in _LIVE_SOURCES:
+        out["source"] = "live metrics"
+    return out
 
 
 def _unmet(value: Any) -> Any:
@@ -103,12 +111,17 @@ def _decides(key: str, live: Any, new: Any) -> bool:
     return True
 
 
+def decision_fields(live: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
+    """The top-level fields of ``new`` whose change from ``live`` is a decision."""
+    live = live or {}
+    return [k for k, v in new.items() if live.get(k) != v and _decides(k, live.get(k), v)]
+
+
 def status_change(live: Mapping[str, Any] | None, new: Mapping[str, Any]) -> StatusChange:
     """How ``new`` (the fields a status patch would set) differs from the ``live`` status."""
     live = live or {}
-    changed = [k for k, v in new.items() if live.get(k) != v]
-    if not changed:
+    if all(live.get(k) == v for k, v in new.items()):
         return StatusChange.NONE
-    if any(_decides(k, live.get(k), new[k]) for k in changed):
+    if decision_fields(live, new):
         return StatusChange.DECISION
     return StatusChange.TELEMETRY

@@ -48,7 +48,7 @@ from infleet.core.status import (
     model_status,
     pool_status,
 )
-from infleet.core.status_change import StatusChange, status_change
+from infleet.core.status_change import StatusChange, decision_fields, status_change
 from infleet.k8s import apply as k8s_apply
 from infleet.k8s import peering
 from infleet.k8s.client import Kube, KubeError
@@ -546,6 +546,9 @@ class FleetReconciler:
         if live_metrics and change is StatusChange.TELEMETRY and now - last < refresh:
             report.statuses_deferred += 1
             return
+        if live_metrics and change is StatusChange.DECISION and log.isEnabledFor(logging.DEBUG):
+            fields = ", ".join(decision_fields(live, status))
+            log.debug("%s/%s: status written at once for %s", *parsed.key, fields)
         self._status_written[ident] = now
         namespace, name = parsed.key
         self._write(
