@@ -86,6 +86,19 @@ def box(cluster: Any) -> Any:
     return _sandbox(cluster)
 
 
+def live_operator(
+    cluster: Any, box: Any, namespace: str, tmp_path: Path, *extra: str, window: str = "20s"
+) -> Operator:
+    """`infleet run` on ``namespace`` reading the sandbox's Prometheus (not started)."""
+    return Operator(
+        cluster.kubeconfig,
+        namespace,
+        tmp_path / "operator.log",
+        pending_grace=30,
+        extra=("--prometheus-url", box.prometheus_url, "--metrics-window", window, *extra),
+    )
+
+
 @pytest.fixture
 def operator(
     request: pytest.FixtureRequest,
@@ -99,14 +112,7 @@ def operator(
     parametrizes this fixture (indirectly) with another. Every status change is written at
     once (``--status-refresh 0``): these tests follow the live figures cycle by cycle."""
     window = str(getattr(request, "param", "20s"))
-    op = Operator(
-        cluster.kubeconfig,
-        namespace,
-        tmp_path / "operator.log",
-        pending_grace=30,
-        extra=("--prometheus-url", box.prometheus_url, "--metrics-window", window,
-               "--status-refresh", "0"),
-    )  # fmt: skip
+    op = live_operator(cluster, box, namespace, tmp_path, "--status-refresh", "0", window=window)
     op.start()
     yield op
     op.stop()
@@ -267,14 +273,9 @@ def test_probe_between_cycles_scales_up_long_before_the_interval(
     covers the load from metrics (3 req/s: 1 replica, or 2 while a start-up burst is in the
     scale-down window), a step to 12 req/s is met by an early cycle: the probe reads the 8 s
     rate every second and starts a cycle as soon as it clears what the plan covers."""
-    op = Operator(
-        cluster.kubeconfig,
-        namespace,
-        tmp_path / "operator.log",
-        pending_grace=30,
-        extra=("--prometheus-url", box.prometheus_url, "--metrics-window", "20s",
-               "--interval", "600", "--probe-interval", "1"),
-    )  # fmt: skip
+    op = live_operator(
+        cluster, box, namespace, tmp_path, "--interval", "600", "--probe-interval", "1"
+    )
     api = client.CustomObjectsApi(kube.api)
     op.start()
     try:
@@ -330,14 +331,7 @@ def test_live_figures_wait_for_the_status_refresh_while_decisions_are_written_at
     """``--status-refresh 30`` with 2 s cycles: at a steady load the cycles hold back the
     status patches that would only carry new live figures; a scale-up still reaches the
     status in the cycle that applies it, not up to 30 s later."""
-    op = Operator(
-        cluster.kubeconfig,
-        namespace,
-        tmp_path / "operator.log",
-        pending_grace=30,
-        extra=("--prometheus-url", box.prometheus_url, "--metrics-window", "20s",
-               "--status-refresh", "30"),
-    )  # fmt: skip
+    op = live_operator(cluster, box, namespace, tmp_path, "--status-refresh", "30")
     op.start()
     try:
         create_model(kube, namespace, prior_rps=3, scale_down_window=30)
