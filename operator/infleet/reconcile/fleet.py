@@ -148,11 +148,6 @@ class _Writes:
         self.futures.clear()
 
 
-def _status_differs(live: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
-    live = live or {}
-    return any(live.get(k) != v for k, v in new.items())
-
-
 def _used_accelerators(plan: FleetPlan) -> dict[str, int]:
     used: dict[str, int] = defaultdict(int)
     for p in plan.placements:
@@ -585,7 +580,7 @@ class FleetReconciler:
             previous_conditions=live.get("conditions") or [],
             now=now,
         )
-        if not _status_differs(live, status):
+        if status_change(live, status) is StatusChange.NONE:
             return
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         self._write(
@@ -614,7 +609,7 @@ class FleetReconciler:
                 previous_conditions=live.get("conditions") or [],
                 now=now,
             )
-            if not _status_differs(live, status):
+            if status_change(live, status) is StatusChange.NONE:
                 continue
             self._write(
                 "pool-status",
